@@ -1,0 +1,3 @@
+"""scratchpack: pack a dynamic Linux program and its loader closure into a FROM scratch image."""
+
+__version__ = "0.1.0"

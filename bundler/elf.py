@@ -1,0 +1,302 @@
+"""ELF facts: the only module that talks to pyelftools.
+
+It reads just what the dynamic loader reads before it maps a file: the ELF header, the program
+headers, PT_INTERP, the PT_DYNAMIC array and the few strings of the dynamic string table that
+DT_NEEDED, DT_SONAME, DT_RPATH and DT_RUNPATH point at. Section headers are never touched (the
+loader does not use them, and stripped or hostile files may have none).
+
+pyelftools' ``ELFFile`` builds its struct parsers anew for every file; here one ``ELFStructs``
+per (class, byte order) is built once and reused. The arrays read for every file (program
+headers, dynamic entries) are unpacked with a ``struct.Struct`` compiled from pyelftools' own
+field definitions, so the layouts stay pyelftools' while a whole /usr/lib reads in well under a
+second (construct's per-field parsing costs about 10 us an entry).
+
+Every bound is checked against the file size before anything is read, so forged counts and
+offsets give a ``BadElf`` naming the file, never a huge read or a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from elftools.common.exceptions import ELFError
+from elftools.construct.core import ConstructError
+from elftools.elf.enums import ENUM_D_TAG_COMMON, ENUM_E_MACHINE, ENUM_E_TYPE, ENUM_EI_OSABI
+from elftools.elf.structs import ELFStructs
+
+from bundler.errors import BadElf
+
+ELF_MAGIC = b"\x7fELF"
+ELFCLASS32, ELFCLASS64 = 1, 2
+ELFDATA2LSB, ELFDATA2MSB = 1, 2
+EV_CURRENT = 1
+ET_EXEC, ET_DYN = 2, 3
+DF_1_NODEFLIB = 0x800
+DF_1_PIE = 0x08000000
+
+# No real program has more; a larger count is forged, and would make us read megabytes.
+MAX_PROGRAM_HEADERS = 4096
+MAX_DYNAMIC_ENTRIES = 65536
+MAX_STRING = 65536
+
+
+@dataclass(frozen=True)
+class ElfIdent:
+    """The fields of e_ident and the ELF header that decide whether a loader accepts a file."""
+
+    elf_class: int  # 32 or 64
+    little_endian: bool
+    version: int  # EI_VERSION
+    osabi: int
+    abiversion: int
+    machine: int
+    file_type: int  # e_type: ET_EXEC, ET_DYN, ...
+    flags: int  # e_flags (ABI variants on some architectures)
+
+
+@dataclass(frozen=True)
+class ElfInfo:
+    """What the dynamic loader needs to know about one ELF file."""
+
+    ident: ElfIdent
+    interpreter: str | None  # PT_INTERP, None for static programs and most libraries
+    has_dynamic: bool  # a PT_DYNAMIC segment: False for static (non-PIE) programs
+    needed: tuple[str, ...]
+    soname: str | None
+    rpath: str | None  # DT_RPATH, as written (':'-separated, with $ORIGIN & co.)
+    runpath: str | None  # DT_RUNPATH
+    flags_1: int  # DT_FLAGS_1
+
+    @property
+    def nodeflib(self) -> bool:
+        return bool(self.flags_1 & DF_1_NODEFLIB)
+
+    @property
+    def is_static(self) -> bool:
+        """No interpreter and nothing to load: static and static-pie programs."""
+        return self.interpreter is None and not self.needed
+
+
+def is_elf(header: bytes) -> bool:
+    return header[:4] == ELF_MAGIC
+
+
+@cache
+def _structs(elf_class: int, little_endian: bool) -> ELFStructs:
+    structs = ELFStructs(little_endian=little_endian, elfclass=elf_class)
+    structs.create_basic_structs()
+    structs.create_advanced_structs(e_type="ET_DYN", e_machine=None, e_ident_osabi=None)
+    return structs
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """A pyelftools struct compiled to one struct.Struct: its field names and packer."""
+
+    names: tuple[str, ...]
+    packer: struct.Struct
+
+    def unpack_all(self, raw: bytes) -> Iterator[dict[str, int]]:
+        for values in self.packer.iter_unpack(raw):
+            yield dict(zip(self.names, values, strict=True))
+
+
+def _compile(construct_struct: Any, little_endian: bool) -> _Layout:
+    names: list[str] = []
+    formats: list[str] = []
+    for field in construct_struct.subcons:
+        while not hasattr(field, "packer") and hasattr(field, "subcon"):
+            field = field.subcon  # unwrap enum adapters down to the raw integer field
+        if not hasattr(field, "packer"):
+            continue  # computed values (Value) take no bytes
+        names.append(field.name)
+        formats.append(field.packer.format.lstrip("<>=!@"))
+    return _Layout(tuple(names), struct.Struct(("<" if little_endian else ">") + "".join(formats)))
+
+
+@cache
+def _layouts(elf_class: int, little_endian: bool) -> tuple[_Layout, _Layout]:
+    """(program header, dynamic entry) layouts for one class and byte order."""
+    structs = _structs(elf_class, little_endian)
+    return (
+        _compile(structs.Elf_Phdr, little_endian),
+        _compile(structs.Elf_Dyn, little_endian),
+    )
+
+
+PT_LOAD, PT_DYNAMIC, PT_INTERP = 1, 2, 3
+DT_NULL = ENUM_D_TAG_COMMON["DT_NULL"]
+_DT_NAMES: dict[int, str] = {
+    value: name
+    for name, value in ENUM_D_TAG_COMMON.items()
+    if name in ("DT_NEEDED", "DT_SONAME", "DT_RPATH", "DT_RUNPATH", "DT_STRTAB", "DT_FLAGS_1")
+}
+
+_MACHINES: dict[str, int] = {k: v for k, v in ENUM_E_MACHINE.items() if isinstance(v, int)}
+_OSABIS: dict[str, int] = {k: v for k, v in ENUM_EI_OSABI.items() if isinstance(v, int)}
+_TYPES: dict[str, int] = {k: v for k, v in ENUM_E_TYPE.items() if isinstance(v, int)}
+
+
+def _number(value: Any, names: dict[str, int]) -> int:
+    """pyelftools maps known enum values to names and leaves unknown ones as ints."""
+    return value if isinstance(value, int) else names[value]
+
+
+class _Reader:
+    """Bounded reads from one open file; every failure becomes BadElf(path)."""
+
+    def __init__(self, fd: int, path: str) -> None:
+        self.fd = fd
+        self.path = path
+        self.size = os.fstat(fd).st_size
+
+    def read(self, offset: int, length: int, what: str) -> bytes:
+        if offset < 0 or length < 0 or offset + length > self.size:
+            raise BadElf(self.path, f"{what} lies past the end of the file")
+        data = os.pread(self.fd, length, offset)
+        if len(data) != length:
+            raise BadElf(self.path, f"{what} could not be read in full")
+        return data
+
+    def cstring(self, offset: int, what: str) -> str:
+        if offset < 0 or offset >= self.size:
+            raise BadElf(self.path, f"{what} lies past the end of the file")
+        chunk = os.pread(self.fd, min(MAX_STRING, self.size - offset), offset)
+        end = chunk.find(b"\0")
+        if end < 0:
+            raise BadElf(self.path, f"{what} is not NUL-terminated")
+        return os.fsdecode(chunk[:end])
+
+
+def read_elf(host_path: str, display_path: str | None = None) -> ElfInfo:
+    """Read the loader-relevant facts of the ELF file at ``host_path``.
+
+    ``display_path`` (the image path) names the file in errors. Raises BadElf for anything that
+    is not a well-formed ELF file, and OSError when the file cannot be opened.
+    """
+    name = display_path or host_path
+    fd = os.open(host_path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return _parse(_Reader(fd, name))
+    except (ConstructError, ELFError, KeyError, ValueError, OverflowError) as exc:
+        raise BadElf(name, f"malformed ELF file ({exc.__class__.__name__})") from None
+    finally:
+        os.close(fd)
+
+
+def _parse(reader: _Reader) -> ElfInfo:
+    ident = reader.read(0, 16, "ELF identification") if reader.size >= 16 else b""
+    if not is_elf(ident):
+        raise BadElf(reader.path, "not an ELF file")
+    if ident[4] not in (ELFCLASS32, ELFCLASS64):
+        raise BadElf(reader.path, f"unknown ELF class {ident[4]}")
+    if ident[5] not in (ELFDATA2LSB, ELFDATA2MSB):
+        raise BadElf(reader.path, f"unknown ELF data encoding {ident[5]}")
+    elf_class, little_endian = (32 if ident[4] == ELFCLASS32 else 64), ident[5] == ELFDATA2LSB
+    structs = _structs(elf_class, little_endian)
+    phdr, dyn = _layouts(elf_class, little_endian)
+    header = structs.Elf_Ehdr.parse(reader.read(0, structs.Elf_Ehdr.sizeof(), "ELF header"))
+    elf_ident = _ident(structs, header)
+    segments = list(_program_headers(reader, phdr, header))
+    interpreter = _interpreter(reader, segments)
+    dynamic = next((s for s in segments if s["p_type"] == PT_DYNAMIC), None)
+    if dynamic is None:
+        return ElfInfo(elf_ident, interpreter, False, (), None, None, None, 0)
+    entries = _dynamic_entries(reader, dyn, dynamic)
+    return _with_dynamic(reader, elf_ident, interpreter, segments, entries)
+
+
+def _ident(structs: ELFStructs, header: Any) -> ElfIdent:
+    e_ident = header.e_ident
+    return ElfIdent(
+        elf_class=structs.elfclass,
+        little_endian=structs.little_endian,
+        version=1 if e_ident.EI_VERSION == "EV_CURRENT" else int(e_ident.EI_VERSION),
+        osabi=_number(e_ident.EI_OSABI, _OSABIS),
+        abiversion=int(e_ident.EI_ABIVERSION),
+        machine=_number(header.e_machine, _MACHINES),
+        file_type=_number(header.e_type, _TYPES),
+        flags=int(header.e_flags),
+    )
+
+
+def _program_headers(reader: _Reader, layout: _Layout, header: Any) -> Iterator[dict[str, int]]:
+    count, entsize = header.e_phnum, header.e_phentsize
+    if count == 0:
+        return
+    if entsize != layout.packer.size:
+        raise BadElf(reader.path, f"program header size {entsize} is wrong")
+    if count > MAX_PROGRAM_HEADERS:
+        raise BadElf(reader.path, f"{count} program headers is implausible")
+    yield from layout.unpack_all(reader.read(header.e_phoff, count * entsize, "program headers"))
+
+
+def _interpreter(reader: _Reader, segments: list[dict[str, int]]) -> str | None:
+    interp = next((s for s in segments if s["p_type"] == PT_INTERP), None)
+    if interp is None:
+        return None
+    raw = reader.read(interp["p_offset"], interp["p_filesz"], "PT_INTERP")
+    return os.fsdecode(raw.split(b"\0", 1)[0])
+
+
+def _with_dynamic(
+    reader: _Reader,
+    ident: ElfIdent,
+    interpreter: str | None,
+    segments: list[dict[str, int]],
+    entries: dict[str, list[int]],
+) -> ElfInfo:
+    strtab = _file_offset(reader, segments, entries.get("DT_STRTAB", [None])[0], "DT_STRTAB")
+
+    def string(tag: str, value: int) -> str:
+        if strtab is None:
+            raise BadElf(reader.path, f"{tag} without a dynamic string table")
+        return reader.cstring(strtab + value, f"{tag} string")
+
+    def first(tag: str) -> str | None:
+        values = entries.get(tag)
+        return string(tag, values[0]) if values else None
+
+    return ElfInfo(
+        ident=ident,
+        interpreter=interpreter,
+        has_dynamic=True,
+        needed=tuple(string("DT_NEEDED", v) for v in entries.get("DT_NEEDED", [])),
+        soname=first("DT_SONAME"),
+        rpath=first("DT_RPATH"),
+        runpath=first("DT_RUNPATH"),
+        flags_1=entries.get("DT_FLAGS_1", [0])[0],
+    )
+
+
+def _dynamic_entries(
+    reader: _Reader, layout: _Layout, dynamic: dict[str, int]
+) -> dict[str, list[int]]:
+    """Tag -> values, in file order, up to DT_NULL (as the loader reads the array)."""
+    count = min(dynamic["p_filesz"] // layout.packer.size, MAX_DYNAMIC_ENTRIES)
+    raw = reader.read(dynamic["p_offset"], count * layout.packer.size, "dynamic section")
+    entries: dict[str, list[int]] = {}
+    for tag, value in layout.packer.iter_unpack(raw):
+        if tag == DT_NULL:
+            break
+        name = _DT_NAMES.get(tag)
+        if name is not None:
+            entries.setdefault(name, []).append(value)
+    return entries
+
+
+def _file_offset(
+    reader: _Reader, segments: list[dict[str, int]], vaddr: int | None, what: str
+) -> int | None:
+    """Map a virtual address to a file offset through the PT_LOAD segments, as mapped."""
+    if vaddr is None:
+        return None
+    for seg in segments:
+        if seg["p_type"] == PT_LOAD and seg["p_vaddr"] <= vaddr < seg["p_vaddr"] + seg["p_filesz"]:
+            return vaddr - seg["p_vaddr"] + seg["p_offset"]
+    raise BadElf(reader.path, f"{what} address {vaddr:#x} is in no loaded segment")

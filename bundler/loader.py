@@ -1,0 +1,209 @@
+"""Which dynamic loader a program gets, and how that loader was built.
+
+A program names its loader in PT_INTERP. What that loader does depends on facts compiled into
+it, so they are read from the root's own loader file rather than assumed:
+
+- glibc: its version (legacy hwcaps end with 2.37), its system directories (Debian's
+  ``/lib/x86_64-linux-gnu/ /usr/lib/x86_64-linux-gnu/ /lib/ /usr/lib/``, Fedora's ``/lib64/
+  /usr/lib64/``), which also give ``$LIB``; the root's ld.so.cache; the hwcaps subdirectories
+  for this CPU.
+- musl: its architecture name and the ``etc/ld-musl-$ARCH.path`` file beside its prefix.
+
+Libraries have no PT_INTERP; they get the loader their libc implies, as ``ldd`` does.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import re
+from dataclasses import dataclass, field
+from functools import cache
+
+from bundler import hwcaps
+from bundler.elf import ElfIdent, ElfInfo
+from bundler.errors import ScratchpackError
+from bundler.ldconfig import HWCAP_X86_64, LdCache, cache_arch_flags, read_ld_cache
+from bundler.rootfs import FsRoot
+
+log = logging.getLogger(__name__)
+
+GLIBC, MUSL = "glibc", "musl"
+
+# The loader each glibc port installs, keyed by (e_machine, ELF class).
+GLIBC_INTERPRETERS: dict[tuple[int, int], str] = {
+    (62, 64): "/lib64/ld-linux-x86-64.so.2",
+    (62, 32): "/libx32/ld-linux-x32.so.2",
+    (3, 32): "/lib/ld-linux.so.2",
+    (183, 64): "/lib/ld-linux-aarch64.so.1",
+    (40, 32): "/lib/ld-linux-armhf.so.3",
+    (21, 64): "/lib64/ld64.so.2",
+    (22, 64): "/lib/ld64.so.1",
+    (243, 64): "/lib/ld-linux-riscv64-lp64d.so.1",
+}
+MUSL_ARCHES: dict[tuple[int, int], str] = {
+    (62, 64): "x86_64",
+    (3, 32): "i386",
+    (183, 64): "aarch64",
+    (40, 32): "armhf",
+    (21, 64): "powerpc64le",
+    (22, 64): "s390x",
+    (243, 64): "riscv64",
+}
+MUSL_DEFAULT_PATH = ("/lib", "/usr/local/lib", "/usr/lib")
+
+_VERSION = re.compile(rb"release version (\d+)\.(\d+)")
+# SYSTEM_DIRS in glibc's trusted-dirs.h: NUL-separated absolute directories, each ending in '/'.
+_SYSTEM_DIRS = re.compile(rb"(?:/[A-Za-z0-9_.+-]+(?:/[A-Za-z0-9_.+-]+)*/\x00){2,}")
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Everything outside the root that changes a search; read once at the CLI's edge."""
+
+    ld_library_path: str | None = None  # raw, as in the environment
+    cpu_flags: frozenset[str] = frozenset()
+    hwcaps: tuple[str, ...] | None = None  # glibc-hwcaps levels; None: what cpu_flags support
+    cwd: str = "/"  # relative search directories are relative to the process's directory
+
+
+@dataclass(frozen=True)
+class Loader:
+    """One dynamic loader of the root, with the facts that steer its search."""
+
+    flavor: str  # GLIBC or MUSL
+    interpreter: str  # image path, as PT_INTERP spells it
+    machine: int
+    elf_class: int
+    version: tuple[int, int] = (0, 0)  # glibc only
+    system_dirs: tuple[str, ...] = ()  # glibc: default dirs; musl: the sys_path
+    lib_token: str = "lib"  # what $LIB expands to
+    platform: str = ""  # what $PLATFORM expands to
+    subdirs: tuple[str, ...] = ("",)  # hwcaps subdirectories tried in every directory, "" last
+    cache: LdCache | None = field(default=None, compare=False)
+    cache_flags: int = 0
+    cache_hwcaps: tuple[str, ...] = ()
+    cache_hwcap: int = 0  # legacy AT_HWCAP bits the cache lookup accepts (glibc < 2.37)
+    cache_platform: str | None = None  # a legacy platform name the cache knows ("haswell")
+
+    @property
+    def is_musl(self) -> bool:
+        return self.flavor == MUSL
+
+
+def flavor_of(interpreter: str) -> str:
+    return MUSL if posixpath.basename(interpreter).startswith("ld-musl-") else GLIBC
+
+
+def implied_interpreter(info: ElfInfo) -> str | None:
+    """The loader ldd would use for an object without PT_INTERP (a shared library)."""
+    key = (info.ident.machine, info.ident.elf_class)
+    musl = any(n == "libc.so" or n.startswith("libc.musl-") for n in info.needed)
+    if musl and key in MUSL_ARCHES:
+        return f"/lib/ld-musl-{MUSL_ARCHES[key]}.so.1"
+    return GLIBC_INTERPRETERS.get(key)
+
+
+class LoaderFactory:
+    """Builds and caches the Loader of each interpreter path within one root."""
+
+    def __init__(self, root: FsRoot, settings: SearchSettings) -> None:
+        self.root = root
+        self.settings = settings
+        self._get = cache(self._build)
+
+    def get(self, interpreter: str, ident: ElfIdent) -> Loader:
+        return self._get(interpreter, ident.machine, ident.elf_class, ident.flags)
+
+    def _build(self, interpreter: str, machine: int, elf_class: int, e_flags: int) -> Loader:
+        if flavor_of(interpreter) == MUSL:
+            return self._musl(interpreter, machine, elf_class)
+        return self._glibc(interpreter, machine, elf_class, e_flags)
+
+    def _loader_bytes(self, interpreter: str) -> bytes:
+        try:
+            return self.root.read_bytes(interpreter) if self.root.is_file(interpreter) else b""
+        except (OSError, ScratchpackError):
+            return b""
+
+    def _glibc(self, interpreter: str, machine: int, elf_class: int, e_flags: int) -> Loader:
+        data = self._loader_bytes(interpreter)
+        version = _glibc_version(data)
+        system_dirs = _system_dirs(data) or self._fallback_system_dirs(elf_class)
+        cpu = self.settings.cpu_flags
+        levels = (
+            self.settings.hwcaps
+            if self.settings.hwcaps is not None
+            else hwcaps.supported_subdirs(machine, cpu)
+        )
+        if version < (2, 33):
+            levels = ()  # glibc-hwcaps subdirectories came with 2.33
+        legacy = hwcaps.legacy_subdirs(hwcaps.legacy_names(machine, elf_class, version, cpu))
+        subdirs = tuple(f"glibc-hwcaps/{name}" for name in levels) + (legacy or ("",))
+        platform = hwcaps.at_platform(machine, elf_class, version, cpu)
+        x86_64_legacy = machine == hwcaps.EM_X86_64 and elf_class == 64 and version < (2, 37)
+        return Loader(
+            flavor=GLIBC,
+            interpreter=interpreter,
+            machine=machine,
+            elf_class=elf_class,
+            version=version,
+            system_dirs=system_dirs,
+            lib_token=system_dirs[0].strip("/") if system_dirs else "lib",
+            platform=platform,
+            subdirs=subdirs,
+            cache=self._ld_cache(),
+            cache_flags=cache_arch_flags(elf_class, machine, e_flags=e_flags),
+            cache_hwcaps=levels,
+            cache_hwcap=HWCAP_X86_64 if x86_64_legacy else 0,
+            cache_platform=platform if platform in ("haswell", "xeon_phi") else None,
+        )
+
+    def _ld_cache(self) -> LdCache | None:
+        # One root has one cache, whatever the number of loaders that read it.
+        if not hasattr(self, "_cache"):
+            self._cache = read_ld_cache(self.root)
+        return self._cache
+
+    def _fallback_system_dirs(self, elf_class: int) -> tuple[str, ...]:
+        """When the loader file is absent or unreadable: the layout the root itself shows."""
+        if elf_class == 64 and self.root.is_dir("/usr/lib64"):
+            return ("/lib64", "/usr/lib64")
+        return ("/lib", "/usr/lib")
+
+    def _musl(self, interpreter: str, machine: int, elf_class: int) -> Loader:
+        name = posixpath.basename(interpreter)
+        arch = name[len("ld-musl-") :].split(".so", 1)[0]
+        return Loader(
+            flavor=MUSL,
+            interpreter=interpreter,
+            machine=machine,
+            elf_class=elf_class,
+            system_dirs=self._musl_sys_path(interpreter, arch),
+        )
+
+    def _musl_sys_path(self, interpreter: str, arch: str) -> tuple[str, ...]:
+        # musl reads PREFIX/etc/ld-musl-ARCH.path, PREFIX being its own path less two components
+        # ("/lib/ld-musl-x86_64.so.1" -> ""); an existing but empty file means no directories.
+        prefix = posixpath.dirname(posixpath.dirname(interpreter))
+        prefix = "" if prefix == "/" else prefix
+        path_file = f"{prefix}/etc/ld-musl-{arch}.path"
+        if not self.root.is_file(path_file):
+            return MUSL_DEFAULT_PATH
+        text = self.root.read_bytes(path_file).decode("utf-8", "surrogateescape")
+        log.debug("musl search path from %s", path_file)
+        return tuple(p for p in re.split(r"[:\n]", text) if p)
+
+
+def _glibc_version(data: bytes) -> tuple[int, int]:
+    match = _VERSION.search(data)
+    # An unreadable loader cannot run anything; assume a current glibc for the listing.
+    return (int(match.group(1)), int(match.group(2))) if match else (2, 36)
+
+
+def _system_dirs(data: bytes) -> tuple[str, ...]:
+    match = _SYSTEM_DIRS.search(data)
+    if not match:
+        return ()
+    parts = match.group(0).split(b"\x00")
+    return tuple(p.decode().rstrip("/") for p in parts if p)

@@ -1,0 +1,505 @@
+"""Resolution: the file the dynamic loader maps for every DT_NEEDED name, in load order.
+
+This follows glibc's ``_dl_map_object`` (elf/dl-load.c, 2.36) and musl's ``load_library``
+(ldso/dynlink.c) rule for rule; the docstrings of the search functions cite the order. It is a
+pure function of the ELF facts, the root and the SearchSettings: nothing here reads the
+environment, and every file access goes through the FsRoot.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from bundler.elf import ET_DYN, ET_EXEC, ElfInfo, read_elf
+from bundler.errors import BadElf
+from bundler.loader import Loader, LoaderFactory, SearchSettings, implied_interpreter
+from bundler.rootfs import FsRoot, SymlinkLoop
+
+log = logging.getLogger(__name__)
+
+ELFOSABI_SYSV, ELFOSABI_GNU = 0, 3
+LIBC_ABI_MAX = 4  # glibc 2.35+: default, unique, ifunc, absolute
+# "lib" followed by one of these is musl's libc itself, whatever the rest of the name.
+MUSL_RESERVED = ("c.", "pthread.", "rt.", "m.", "dl.", "util.", "xnet.")
+
+
+@dataclass(frozen=True)
+class Library:
+    """One DT_NEEDED name and the file the loader uses for it."""
+
+    name: str
+    path: str | None  # image path as the loader opens it; None when not found
+    needed_by: str
+    chain: tuple[str, ...]  # needed_by, its loader, ... up to the program
+    error: str | None = None  # the loader would stop at this file (e.g. "invalid ELF header")
+
+    @property
+    def ok(self) -> bool:
+        return self.path is not None and self.error is None
+
+
+@dataclass(frozen=True)
+class Closure:
+    """Everything the loader maps to start one program."""
+
+    program: str  # image path
+    info: ElfInfo
+    interpreter: str | None
+    flavor: str | None  # "glibc", "musl", or None for static programs
+    libraries: tuple[Library, ...]
+
+    @property
+    def problems(self) -> tuple[Library, ...]:
+        return tuple(lib for lib in self.libraries if not lib.ok)
+
+    def files(self) -> Iterator[str]:
+        """The program, its interpreter and every library found, each once, in load order."""
+        seen: set[str] = set()
+        for path in (self.program, self.interpreter, *(lib.path for lib in self.libraries)):
+            if path is not None and path not in seen:
+                seen.add(path)
+                yield path
+
+
+class _Object:
+    """A loaded object while one program is resolved (glibc's link_map, musl's dso)."""
+
+    __slots__ = ("info", "loader", "origin", "path")
+
+    def __init__(self, path: str, info: ElfInfo, loader: _Object | None, origin: str) -> None:
+        self.path = path
+        self.info = info
+        self.loader = loader
+        self.origin = origin
+
+    def chain(self) -> tuple[str, ...]:
+        links: list[str] = []
+        node: _Object | None = self
+        while node is not None:
+            links.append(node.path)
+            node = node.loader
+        return tuple(links)
+
+
+class _Skip:
+    """A candidate the loader passes over (absent, other ELF class or machine)."""
+
+
+SKIP = _Skip()
+Candidate = tuple[str, ElfInfo] | tuple[str, str] | _Skip  # (path, info) | (path, error) | SKIP
+
+
+class Resolver:
+    """Resolves programs inside one root. Reuse it: ELF facts and searches are cached."""
+
+    def __init__(self, root: FsRoot, settings: SearchSettings) -> None:
+        self.root = root
+        self.settings = settings
+        self.loaders = LoaderFactory(root, settings)
+        self._elf: dict[str, ElfInfo | BadElf] = {}
+        self._searches: dict[tuple[object, ...], Candidate] = {}
+
+    # -- ELF facts, cached by resolved path ------------------------------------------------
+
+    def elf(self, image_path: str) -> ElfInfo:
+        """ELF facts of the file an image path names (links followed inside the root)."""
+        resolved = self.root.resolve(image_path)
+        found = self._elf.get(resolved)
+        if found is None:
+            try:
+                found = read_elf(self.root.host_path(resolved), image_path)
+            except BadElf as exc:
+                found = exc
+            except OSError as exc:
+                found = BadElf(image_path, exc.strerror or str(exc))
+            self._elf[resolved] = found
+        if isinstance(found, BadElf):
+            raise BadElf(image_path, found.reason)
+        return found
+
+    def prime(self, infos: dict[str, ElfInfo]) -> None:
+        """Accept ELF facts read elsewhere (by worker processes), keyed by resolved path."""
+        self._elf.update(infos)
+
+    # -- one program ---------------------------------------------------------------------------
+
+    def resolve(self, program: str, info: ElfInfo | None = None) -> Closure:
+        """The closure of an ELF program or library at image path ``program``."""
+        info = info or self.elf(program)
+        interpreter = info.interpreter or (implied_interpreter(info) if info.needed else None)
+        if interpreter is None:
+            return Closure(program, info, None, None, ())
+        loader = self.loaders.get(interpreter, info.ident)
+        main = _Object(program, info, None, posixpath.dirname(self.root.resolve(program)))
+        return _Walk(self, loader, main).run()
+
+    # -- searching ---------------------------------------------------------------------------
+
+    def verify(self, path: str, loader: Loader) -> Candidate:
+        """What the loader does with a candidate file: use it, skip it, or stop with an error."""
+        try:
+            st = self.root.stat(path)
+        except SymlinkLoop:
+            return SKIP
+        if st is None:
+            return SKIP
+        try:
+            info = self.elf(path)
+        except BadElf as exc:
+            if loader.is_musl:
+                return (path, exc.reason)
+            # open_verify: a short file or a non-ELF file stops the load, it is not skipped.
+            short = st.st_size < (64 if loader.elf_class == 64 else 52)
+            return (path, "file too short" if short else "invalid ELF header")
+        if loader.is_musl:
+            return (path, info)
+        return _glibc_verdict(path, info, loader)
+
+    def search_dirs(self, name: str, dirs: tuple[str, ...], loader: Loader) -> Candidate:
+        """The first acceptable ``DIR/SUBDIR/name``, hwcaps subdirectories first (open_path)."""
+        key = ("dirs", name, dirs, loader)
+        found = self._searches.get(key)
+        if found is None:
+            found = SKIP
+            subdirs = ("",) if loader.is_musl else loader.subdirs
+            for directory in dirs:
+                for sub in subdirs:
+                    base = f"{directory}/{sub}" if sub else directory
+                    found = self.verify(_join(base, name), loader)
+                    if found is not SKIP:
+                        break
+                if found is not SKIP:
+                    break
+            self._searches[key] = found
+        return found
+
+    def search_cache(self, name: str, loader: Loader, nodeflib: bool) -> Candidate:
+        """ld.so.cache; under DF_1_NODEFLIB an entry in a system directory is not used."""
+        key = ("cache", name, loader, nodeflib)
+        found = self._searches.get(key)
+        if found is None:
+            found = SKIP
+            cached = (
+                loader.cache.lookup(
+                    name,
+                    arch_flags=loader.cache_flags,
+                    hwcaps_priority=loader.cache_hwcaps,
+                    hwcap=loader.cache_hwcap,
+                    platform=loader.cache_platform,
+                )
+                if loader.cache is not None
+                else None
+            )
+            if cached and nodeflib and any(
+                cached.startswith(d.rstrip("/") + "/") for d in loader.system_dirs
+            ):
+                cached = None
+            if cached:
+                found = self.verify(cached, loader)
+            self._searches[key] = found
+        return found
+
+
+def _join(directory: str, name: str) -> str:
+    return f"{directory.rstrip('/')}/{name}" if directory != "/" else f"/{name}"
+
+
+def _glibc_verdict(path: str, info: ElfInfo, loader: Loader) -> Candidate:
+    """glibc's open_verify, in its order: some mismatches skip, the others stop the load."""
+    ident = info.ident
+    if ident.elf_class != loader.elf_class:
+        return SKIP  # "not a fatal error": 32- and 64-bit libraries share directories
+    if not ident.little_endian and loader.machine in (62, 3, 183, 40, 243):
+        return (path, "ELF file data encoding not little-endian")
+    if ident.version != 1:
+        return (path, "ELF file version ident does not match current one")
+    if ident.osabi not in (ELFOSABI_SYSV, ELFOSABI_GNU):
+        return (path, "ELF file OS ABI invalid")
+    gnu_abi_ok = ident.osabi == ELFOSABI_GNU and ident.abiversion < LIBC_ABI_MAX
+    if ident.abiversion != 0 and not gnu_abi_ok:
+        return (path, "ELF file ABI version invalid")
+    if ident.machine != loader.machine:
+        return SKIP
+    if ident.file_type not in (ET_DYN, ET_EXEC):
+        return (path, "only ET_DYN and ET_EXEC can be loaded")
+    if ident.file_type == ET_EXEC:
+        return (path, "cannot dynamically load executable")
+    return (path, info)
+
+
+class _Walk:
+    """One breadth-first load of a program's dependencies (_dl_map_object_deps / load_deps)."""
+
+    def __init__(self, resolver: Resolver, loader: Loader, main: _Object) -> None:
+        self.resolver = resolver
+        self.root = resolver.root
+        self.settings = resolver.settings
+        self.loader = loader
+        self.main = main
+        self.objects: list[_Object] = [main]
+        self.by_name: dict[str, _Object] = {}
+        self.by_file: dict[str, _Object] = {}
+        self.libraries: list[Library] = []
+        self.missing_seen: set[tuple[str, str]] = set()
+        # A program's PT_INTERP is its interpreter; a library's loader is only a library.
+        self.interp_listed = main.info.interpreter is not None
+        self._register(main, ())
+        self._add_interpreter()
+
+    def _add_interpreter(self) -> None:
+        interp = self.loader.interpreter
+        try:
+            info = self.resolver.elf(interp) if self.root.is_file(interp) else None
+        except BadElf:
+            info = None
+        if info is None:
+            self.interp_object = None
+            if self.interp_listed:
+                self.libraries.append(Library(interp, None, self.main.path, self.main.chain()))
+            return
+        obj = _Object(interp, info, None, posixpath.dirname(interp))
+        self.interp_object = obj
+        # The loader is on the list from the start, under its PT_INTERP name and its SONAME;
+        # musl's also answers to "libc.so" (ldso.shortname).
+        self._register(obj, ("libc.so",) if self.loader.is_musl else ())
+
+    def _register(self, obj: _Object, extra_names: tuple[str, ...]) -> None:
+        names = (obj.path, obj.info.soname, *extra_names)
+        if self.loader.is_musl:
+            names = (obj.path, posixpath.basename(obj.path), *extra_names)
+        for name in names:
+            if name:
+                self.by_name.setdefault(name, obj)
+        self.by_file.setdefault(self._identity(obj.path), obj)
+
+    def _identity(self, path: str) -> str:
+        st = self.root.stat(path)
+        return f"{st.st_dev}:{st.st_ino}" if st is not None else self.root.resolve(path)
+
+    def run(self) -> Closure:
+        index = 0
+        while index < len(self.objects):
+            obj = self.objects[index]
+            index += 1
+            for name in obj.info.needed:
+                self._need(name, obj)
+        return Closure(
+            program=self.main.path,
+            info=self.main.info,
+            interpreter=self.main.info.interpreter,
+            flavor=self.loader.flavor,
+            libraries=tuple(self.libraries),
+        )
+
+    def _need(self, name: str, requester: _Object) -> None:
+        known = self._known(name)
+        if known is not None:
+            if known is self.interp_object and not self.interp_listed:
+                # A library has no PT_INTERP; its loader joins the closure once something
+                # needs it by name (libc.so.6 needs ld-linux-x86-64.so.2), as ldd shows.
+                self.interp_listed = True
+                self.libraries.append(Library(name, known.path, requester.path, requester.chain()))
+            if not self.loader.is_musl:
+                self.by_name.setdefault(name, known)
+            return
+        found = self._search(name, requester)
+        if isinstance(found, _Skip):
+            self._missing(name, requester, None, None)
+            return
+        path, outcome = found
+        if isinstance(outcome, str):
+            self._missing(name, requester, path, outcome)
+            return
+        same_file = self.by_file.get(self._identity(path))
+        if same_file is not None:
+            self.by_name.setdefault(name, same_file)
+            return
+        origin = posixpath.dirname(path)
+        obj = _Object(path, outcome, requester, origin)
+        self.objects.append(obj)
+        self._register(obj, (name,))
+        self.libraries.append(Library(name, path, requester.path, requester.chain()))
+
+    def _known(self, name: str) -> _Object | None:
+        if self.loader.is_musl and _musl_reserved(name) and self.interp_object is not None:
+            return self.interp_object
+        return self.by_name.get(name)
+
+    def _missing(self, name: str, requester: _Object, path: str | None, error: str | None) -> None:
+        if (name, requester.path) in self.missing_seen:
+            return
+        self.missing_seen.add((name, requester.path))
+        log.debug("%s: %s needed by %s", name, error or "not found", requester.path)
+        self.libraries.append(Library(name, path, requester.path, requester.chain(), error))
+
+    # -- the search order --------------------------------------------------------------------
+
+    def _search(self, name: str, requester: _Object) -> Candidate:
+        if "/" in name:
+            return self._by_path(name, requester)
+        if self.loader.is_musl:
+            return self._search_musl(name, requester)
+        return self._search_glibc(name, requester)
+
+    def _by_path(self, name: str, requester: _Object) -> Candidate:
+        if self.loader.is_musl:
+            path = name
+        else:
+            expanded = self._expand(name, requester)
+            if expanded is None:
+                return SKIP
+            path = expanded
+        if not path.startswith("/"):
+            path = posixpath.join(self.settings.cwd, path)
+        return self.resolver.verify(path, self.loader)
+
+    def _search_glibc(self, name: str, requester: _Object) -> Candidate:
+        """DT_RPATH of the requester and its loaders (only if the requester has no DT_RUNPATH),
+        LD_LIBRARY_PATH, the requester's DT_RUNPATH, ld.so.cache, the system directories."""
+        resolver, loader = self.resolver, self.loader
+        if requester.info.runpath is None:
+            for obj in self._rpath_chain(requester):
+                found = resolver.search_dirs(name, self._dirs(obj.info.rpath or "", obj), loader)
+                if not isinstance(found, _Skip):
+                    return found
+        if self.settings.ld_library_path:
+            dirs = self._dirs(self.settings.ld_library_path, self.main, separators=":;")
+            found = resolver.search_dirs(name, dirs, loader)
+            if not isinstance(found, _Skip):
+                return found
+        if requester.info.runpath is not None:
+            runpath = self._dirs(requester.info.runpath, requester)
+            found = resolver.search_dirs(name, runpath, loader)
+            if not isinstance(found, _Skip):
+                return found
+        found = resolver.search_cache(name, loader, requester.info.nodeflib)
+        if not isinstance(found, _Skip) or requester.info.nodeflib:
+            return found
+        return resolver.search_dirs(name, loader.system_dirs, loader)
+
+    def _rpath_chain(self, requester: _Object) -> Iterator[_Object]:
+        """The requester, its loader, ... then the program itself; those with a usable RPATH.
+
+        An object with DT_RUNPATH has its DT_RPATH ignored altogether (get-dynamic-info.h)."""
+        node: _Object | None = requester
+        seen_main = False
+        while node is not None:
+            seen_main |= node is self.main
+            if node.info.rpath is not None and node.info.runpath is None:
+                yield node
+            node = node.loader
+        if not seen_main and self.main.info.rpath is not None and self.main.info.runpath is None:
+            yield self.main
+
+    def _search_musl(self, name: str, requester: _Object) -> Candidate:
+        """LD_LIBRARY_PATH, the RPATH/RUNPATH of the requester and its loaders, the sys_path."""
+        if len(name) > 255:  # NAME_MAX
+            return SKIP
+        resolver, loader = self.resolver, self.loader
+        if self.settings.ld_library_path:
+            dirs = _split(self.settings.ld_library_path, ":\n")
+            found = resolver.search_dirs(name, self._absolute(dirs), loader)
+            if not isinstance(found, _Skip):
+                return found
+        node: _Object | None = requester
+        while node is not None:
+            rpath = _musl_rpath(node)
+            if rpath is not None:
+                found = resolver.search_dirs(name, self._absolute(_split(rpath, ":\n")), loader)
+                if not isinstance(found, _Skip):
+                    return found
+            node = node.loader
+        return resolver.search_dirs(name, loader.system_dirs, loader)
+
+    # -- directory lists ---------------------------------------------------------------------
+
+    def _dirs(self, spec: str, owner: _Object, separators: str = ":") -> tuple[str, ...]:
+        """glibc's fillin_rpath: split, expand $ORIGIN/$LIB/$PLATFORM, drop trailing '/'.
+
+        An empty element is the current directory; an element whose token cannot be
+        expanded is dropped."""
+        if not spec:
+            return ()
+        dirs: list[str] = []
+        for element in _split(spec, separators, keep_empty=True):
+            expanded = self._expand(element or "./", owner)
+            if expanded is None:
+                continue
+            expanded = expanded.rstrip("/") or "/"
+            if expanded not in dirs:
+                dirs.append(expanded)
+        return self._absolute(dirs)
+
+    def _absolute(self, dirs: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+        cwd = self.settings.cwd
+        return tuple(d if d.startswith("/") else posixpath.join(cwd, d) for d in dirs)
+
+    def _expand(self, text: str, owner: _Object) -> str | None:
+        return expand_tokens(
+            text, origin=owner.origin, lib=self.loader.lib_token, platform=self.loader.platform
+        )
+
+
+def expand_tokens(text: str, *, origin: str | None, lib: str, platform: str) -> str | None:
+    """glibc's _dl_dst_substitute: $ORIGIN, $LIB, $PLATFORM, plain or in braces.
+
+    A name counts only when no identifier character follows it ("$ORIGINX" stays as it is);
+    None when a token has no value (the element is then dropped)."""
+    values = {"ORIGIN": origin, "LIB": lib, "PLATFORM": platform or None}
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        if text[i] != "$":
+            out.append(text[i])
+            i += 1
+            continue
+        token, length = _dst_at(text, i + 1)
+        if token is None:
+            out.append("$")
+            i += 1
+            continue
+        value = values[token]
+        if value is None:
+            return None
+        out.append(value)
+        i += 1 + length
+    return "".join(out)
+
+
+def _dst_at(text: str, start: int) -> tuple[str | None, int]:
+    for token in ("ORIGIN", "PLATFORM", "LIB"):
+        if text.startswith("{" + token + "}", start):
+            return token, len(token) + 2
+        if text.startswith(token, start):
+            after = text[start + len(token) : start + len(token) + 1]
+            if not (after.isascii() and (after.isalnum() or after == "_")):
+                return token, len(token)
+    return None, 0
+
+
+def _split(spec: str, separators: str, keep_empty: bool = False) -> list[str]:
+    parts = [spec]
+    for sep in separators:
+        parts = [piece for part in parts for piece in part.split(sep)]
+    return parts if keep_empty else [p for p in parts if p]
+
+
+def _musl_rpath(obj: _Object) -> str | None:
+    """musl's fixup_rpath: DT_RUNPATH wins over DT_RPATH; only $ORIGIN is understood, any
+    other '$' makes the whole list unusable."""
+    raw = obj.info.runpath if obj.info.runpath is not None else obj.info.rpath
+    if raw is None:
+        return None
+    if "$" not in raw:
+        return raw
+    rest = raw.replace("${ORIGIN}", "").replace("$ORIGIN", "")
+    if "$" in rest:
+        return None
+    return raw.replace("${ORIGIN}", obj.origin).replace("$ORIGIN", obj.origin)
+
+
+def _musl_reserved(name: str) -> bool:
+    return name.startswith("lib") and name[3:].startswith(MUSL_RESERVED)

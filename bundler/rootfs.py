@@ -1,0 +1,157 @@
+"""A filesystem root seen the way ``chroot ROOT`` sees it.
+
+Every path the rest of scratchpack handles is an *image path*: absolute, as the program inside
+the image would see it. This module is the only place that turns image paths into host paths,
+and it resolves symbolic links itself, clamping ``..`` and absolute link targets at the top of
+the root, so nothing outside ``--root`` is ever read.
+
+With the root ``/`` the kernel already resolves paths this way, so the host's own calls are used.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import posixpath
+import stat
+from functools import lru_cache
+
+from bundler.errors import UsageError
+
+# Linux gives up on a path after 40 symbolic links (MAXSYMLINKS); so do we.
+MAX_SYMLINKS = 40
+
+
+class SymlinkLoop(UsageError):
+    """A path inside the root runs through too many symbolic links."""
+
+
+class FsRoot:
+    """An unpacked image or sysroot at host directory ``top``; ``/`` is the running system."""
+
+    def __init__(self, top: str = "/") -> None:
+        real_top = os.path.realpath(top)
+        if not os.path.isdir(real_top):
+            raise UsageError(f"{top}: --root is not a directory")
+        self.top = real_top
+        self.is_host = real_top == "/"
+        # Bound per instance so two roots never share answers.
+        self.resolve = lru_cache(maxsize=65536)(self._resolve)  # type: ignore[method-assign]
+        self._lstat = lru_cache(maxsize=65536)(self._lstat_uncached)
+
+    def __repr__(self) -> str:
+        return f"FsRoot({self.top!r})"
+
+    def host_path(self, image_path: str) -> str:
+        """Where an already-resolved image path lies on the host (no link is followed here)."""
+        if self.is_host:
+            return image_path
+        return self.top + image_path if image_path != "/" else self.top
+
+    def resolve(self, image_path: str) -> str:  # replaced per instance by a cached bound method
+        raise NotImplementedError
+
+    def _resolve(self, image_path: str) -> str:
+        """The image path with every symbolic link followed, as chroot would.
+
+        Components that do not exist are kept as they are (like ``realpath -m``), so callers
+        can ask whether the result exists. Raises SymlinkLoop after MAX_SYMLINKS links.
+        """
+        # No normpath here: "a/link/.." must climb from the link's target, as the kernel does.
+        path = "/" + image_path.lstrip("/")
+        if self.is_host:
+            return _host_realpath(path)
+        return self._walk(path)
+
+    def _walk(self, path: str) -> str:
+        pending = [c for c in path.split("/") if c]
+        pending.reverse()
+        done = ""
+        hops = 0
+        while pending:
+            part = pending.pop()
+            if part == ".":
+                continue
+            if part == "..":
+                done = posixpath.dirname(done) if done else ""
+                done = "" if done == "/" else done
+                continue
+            candidate = done + "/" + part
+            st = self._lstat(candidate)
+            if st is None or not stat.S_ISLNK(st.st_mode):
+                done = candidate
+                if st is None:
+                    # Nothing below a missing component exists: keep the rest as spelt.
+                    rest = [p for p in reversed(pending) if p not in (".", "")]
+                    return posixpath.normpath(done + ("/" + "/".join(rest) if rest else ""))
+                continue
+            hops += 1
+            if hops > MAX_SYMLINKS:
+                raise SymlinkLoop(f"{path}: too many levels of symbolic links")
+            target = os.readlink(self.host_path(candidate))
+            if target.startswith("/"):
+                done = ""
+            pending.extend(reversed([c for c in target.split("/") if c]))
+        return done or "/"
+
+    def _lstat_uncached(self, image_path: str) -> os.stat_result | None:
+        try:
+            return os.lstat(self.host_path(image_path))
+        except OSError:
+            return None
+
+    def lstat(self, image_path: str) -> os.stat_result | None:
+        """lstat of the path itself (its parents resolved), or None when it does not exist."""
+        parent, name = posixpath.split(posixpath.normpath("/" + image_path))
+        return self._lstat(posixpath.join(self.resolve(parent), name))
+
+    def stat(self, image_path: str) -> os.stat_result | None:
+        """stat following links inside the root, or None when the path does not exist."""
+        try:
+            resolved = self.resolve(image_path)
+        except SymlinkLoop:
+            return None
+        return self._lstat(resolved)
+
+    def is_file(self, image_path: str) -> bool:
+        st = self.stat(image_path)
+        return st is not None and stat.S_ISREG(st.st_mode)
+
+    def is_dir(self, image_path: str) -> bool:
+        st = self.stat(image_path)
+        return st is not None and stat.S_ISDIR(st.st_mode)
+
+    def real_host_path(self, image_path: str) -> str:
+        """The host path of the file an image path finally names."""
+        return self.host_path(self.resolve(image_path))
+
+    def read_bytes(self, image_path: str) -> bytes:
+        with open(self.real_host_path(image_path), "rb") as handle:
+            return handle.read()
+
+    def listdir(self, image_path: str) -> list[str]:
+        """Names in a directory of the root; [] when it is absent or unreadable."""
+        try:
+            return os.listdir(self.real_host_path(image_path))
+        except OSError:
+            return []
+
+    def image_path_of_host(self, host_path: str) -> str | None:
+        """The image path of a host path under the root's top, or None if it lies outside."""
+        absolute = os.path.abspath(host_path)
+        if self.is_host:
+            return absolute
+        if absolute == self.top:
+            return "/"
+        if absolute.startswith(self.top + "/"):
+            return absolute[len(self.top) :]
+        return None
+
+
+def _host_realpath(path: str) -> str:
+    try:
+        return os.path.realpath(path, strict=True)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise SymlinkLoop(f"{path}: too many levels of symbolic links") from None
+        return os.path.realpath(path)
