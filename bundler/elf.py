@@ -26,12 +26,13 @@ from typing import Any
 
 from elftools.common.exceptions import ELFError
 from elftools.construct.core import ConstructError
-from elftools.elf.enums import ENUM_D_TAG_COMMON, ENUM_E_MACHINE, ENUM_E_TYPE, ENUM_EI_OSABI
+from elftools.elf.enums import ENUM_D_TAG_COMMON
 from elftools.elf.structs import ELFStructs
 
 from bundler.errors import BadElf
 
 ELF_MAGIC = b"\x7fELF"
+EI_NIDENT, EI_VERSION, EI_OSABI, EI_ABIVERSION = 16, 6, 7, 8
 ELFCLASS32, ELFCLASS64 = 1, 2
 ELFDATA2LSB, ELFDATA2MSB = 1, 2
 EV_CURRENT = 1
@@ -106,10 +107,12 @@ class _Layout:
             yield dict(zip(self.names, values, strict=True))
 
 
-def _compile(construct_struct: Any, little_endian: bool) -> _Layout:
+def _compile(construct_struct: Any, little_endian: bool, skip: tuple[str, ...] = ()) -> _Layout:
     names: list[str] = []
     formats: list[str] = []
     for field in construct_struct.subcons:
+        if field.name in skip:
+            continue
         while not hasattr(field, "packer") and hasattr(field, "subcon"):
             field = field.subcon  # unwrap enum adapters down to the raw integer field
         if not hasattr(field, "packer"):
@@ -120,10 +123,11 @@ def _compile(construct_struct: Any, little_endian: bool) -> _Layout:
 
 
 @cache
-def _layouts(elf_class: int, little_endian: bool) -> tuple[_Layout, _Layout]:
-    """(program header, dynamic entry) layouts for one class and byte order."""
+def _layouts(elf_class: int, little_endian: bool) -> tuple[_Layout, _Layout, _Layout]:
+    """(ELF header after e_ident, program header, dynamic entry) layouts."""
     structs = _structs(elf_class, little_endian)
     return (
+        _compile(structs.Elf_Ehdr, little_endian, skip=("e_ident",)),
         _compile(structs.Elf_Phdr, little_endian),
         _compile(structs.Elf_Dyn, little_endian),
     )
@@ -136,16 +140,6 @@ _DT_NAMES: dict[int, str] = {
     for name, value in ENUM_D_TAG_COMMON.items()
     if name in ("DT_NEEDED", "DT_SONAME", "DT_RPATH", "DT_RUNPATH", "DT_STRTAB", "DT_FLAGS_1")
 }
-
-_MACHINES: dict[str, int] = {k: v for k, v in ENUM_E_MACHINE.items() if isinstance(v, int)}
-_OSABIS: dict[str, int] = {k: v for k, v in ENUM_EI_OSABI.items() if isinstance(v, int)}
-_TYPES: dict[str, int] = {k: v for k, v in ENUM_E_TYPE.items() if isinstance(v, int)}
-
-
-def _number(value: Any, names: dict[str, int]) -> int:
-    """pyelftools maps known enum values to names and leaves unknown ones as ints."""
-    return value if isinstance(value, int) else names[value]
-
 
 class _Reader:
     """Bounded reads from one open file; every failure becomes BadElf(path)."""
@@ -183,7 +177,7 @@ def read_elf(host_path: str, display_path: str | None = None) -> ElfInfo:
     fd = os.open(host_path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         return _parse(_Reader(fd, name))
-    except (ConstructError, ELFError, KeyError, ValueError, OverflowError) as exc:
+    except (ConstructError, ELFError, struct.error, KeyError, ValueError, OverflowError) as exc:
         raise BadElf(name, f"malformed ELF file ({exc.__class__.__name__})") from None
     finally:
         os.close(fd)
@@ -198,10 +192,19 @@ def _parse(reader: _Reader) -> ElfInfo:
     if ident[5] not in (ELFDATA2LSB, ELFDATA2MSB):
         raise BadElf(reader.path, f"unknown ELF data encoding {ident[5]}")
     elf_class, little_endian = (32 if ident[4] == ELFCLASS32 else 64), ident[5] == ELFDATA2LSB
-    structs = _structs(elf_class, little_endian)
-    phdr, dyn = _layouts(elf_class, little_endian)
-    header = structs.Elf_Ehdr.parse(reader.read(0, structs.Elf_Ehdr.sizeof(), "ELF header"))
-    elf_ident = _ident(structs, header)
+    ehdr, phdr, dyn = _layouts(elf_class, little_endian)
+    raw_header = reader.read(EI_NIDENT, ehdr.packer.size, "ELF header")
+    header = next(ehdr.unpack_all(raw_header))
+    elf_ident = ElfIdent(
+        elf_class=elf_class,
+        little_endian=little_endian,
+        version=ident[EI_VERSION],
+        osabi=ident[EI_OSABI],
+        abiversion=ident[EI_ABIVERSION],
+        machine=header["e_machine"],
+        file_type=header["e_type"],
+        flags=header["e_flags"],
+    )
     segments = list(_program_headers(reader, phdr, header))
     interpreter = _interpreter(reader, segments)
     dynamic = next((s for s in segments if s["p_type"] == PT_DYNAMIC), None)
@@ -211,29 +214,17 @@ def _parse(reader: _Reader) -> ElfInfo:
     return _with_dynamic(reader, elf_ident, interpreter, segments, entries)
 
 
-def _ident(structs: ELFStructs, header: Any) -> ElfIdent:
-    e_ident = header.e_ident
-    return ElfIdent(
-        elf_class=structs.elfclass,
-        little_endian=structs.little_endian,
-        version=1 if e_ident.EI_VERSION == "EV_CURRENT" else int(e_ident.EI_VERSION),
-        osabi=_number(e_ident.EI_OSABI, _OSABIS),
-        abiversion=int(e_ident.EI_ABIVERSION),
-        machine=_number(header.e_machine, _MACHINES),
-        file_type=_number(header.e_type, _TYPES),
-        flags=int(header.e_flags),
-    )
-
-
-def _program_headers(reader: _Reader, layout: _Layout, header: Any) -> Iterator[dict[str, int]]:
-    count, entsize = header.e_phnum, header.e_phentsize
+def _program_headers(
+    reader: _Reader, layout: _Layout, header: dict[str, int]
+) -> Iterator[dict[str, int]]:
+    count, entsize = header["e_phnum"], header["e_phentsize"]
     if count == 0:
         return
     if entsize != layout.packer.size:
         raise BadElf(reader.path, f"program header size {entsize} is wrong")
     if count > MAX_PROGRAM_HEADERS:
         raise BadElf(reader.path, f"{count} program headers is implausible")
-    yield from layout.unpack_all(reader.read(header.e_phoff, count * entsize, "program headers"))
+    yield from layout.unpack_all(reader.read(header["e_phoff"], count * entsize, "program headers"))
 
 
 def _interpreter(reader: _Reader, segments: list[dict[str, int]]) -> str | None:

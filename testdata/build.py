@@ -153,7 +153,7 @@ def retag_dynamic(path: str, old: int, new: int) -> None:
     """Change the tag of the first dynamic entry ``old`` of an ELF64 LE file to ``new``."""
     with open(path, "r+b") as f:
         data = f.read()
-        phoff, = struct.unpack_from("<Q", data, 0x20)
+        (phoff,) = struct.unpack_from("<Q", data, 0x20)
         phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
         for i in range(phnum):
             p_type, _, p_offset, _, _, p_filesz = struct.unpack_from(
@@ -162,7 +162,7 @@ def retag_dynamic(path: str, old: int, new: int) -> None:
             if p_type != 2:  # PT_DYNAMIC
                 continue
             for off in range(p_offset, p_offset + p_filesz, 16):
-                tag, = struct.unpack_from("<q", data, off)
+                (tag,) = struct.unpack_from("<q", data, off)
                 if tag == old:
                     f.seek(off)
                     f.write(struct.pack("<q", new))
@@ -180,11 +180,14 @@ def probe_tools() -> dict[str, Any]:
     tools["legacy_supported"] = []
     if os.path.exists(RTLD):
         out = subprocess.run([RTLD, "--help"], capture_output=True, text=True).stdout
-        tools["hwcaps_supported"] = re.findall(r"^\s+(x86-64-v\d) \(supported, searched\)", out, re.M)
+        tools["hwcaps_supported"] = re.findall(
+            r"^\s+(x86-64-v\d) \(supported, searched\)", out, re.M
+        )
         tools["legacy_supported"] = re.findall(r"^\s+(\w+) \(.*supported, searched\)", out, re.M)
     if not tools["gcc"]:
         return tools
     with tempfile.TemporaryDirectory() as tmp:
+
         def ok(*args: str) -> bool:
             return subprocess.run(["gcc", *args], capture_output=True, cwd=tmp).returncode == 0
 
@@ -211,9 +214,14 @@ def s_rpath_runpath(b: Builder) -> None:
     la2 = b.lib(f"{d}/dirA2/libA2.so.1", "libA2.so.1", "A2", needs=(lc,), rpath=f"{d}/dirC")
     prog = b.exe(f"{d}/prog", needs=(la, la2), rpath=f"{d}/dirA:{d}/dirA2:{d}/dirB")
     b.case(
-        "rpath_inherited", prog,
-        libs={"libA.so.1": f"{d}/dirA/libA.so.1", "libB.so.1": f"{d}/dirB/libB.so.1",
-              "libA2.so.1": f"{d}/dirA2/libA2.so.1", "libC.so.1": f"{d}/dirC/libC.so.1"},
+        "rpath_inherited",
+        prog,
+        libs={
+            "libA.so.1": f"{d}/dirA/libA.so.1",
+            "libB.so.1": f"{d}/dirB/libB.so.1",
+            "libA2.so.1": f"{d}/dirA2/libA2.so.1",
+            "libC.so.1": f"{d}/dirC/libC.so.1",
+        },
         absent=(f"{d}/decoy/libB.so.1", f"{d}/dirB/libC.so.1"),
     )
     # Three levels: exe RPATH -> libM (no paths) -> libN (no paths) -> libO, found by exe RPATH.
@@ -221,29 +229,38 @@ def s_rpath_runpath(b: Builder) -> None:
     ln = b.lib(f"{d}/deep/n/libN.so.1", "libN.so.1", "N", needs=(lo,))
     lm = b.lib(f"{d}/deep/m/libM.so.1", "libM.so.1", "M", needs=(ln,))
     prog = b.exe(f"{d}/prog3", needs=(lm,), rpath=f"{d}/deep/m:{d}/deep/n:{d}/deep/o")
-    b.case("rpath_inherited_3_levels", prog,
-           libs={"libO.so.1": f"{d}/deep/o/libO.so.1", "libN.so.1": f"{d}/deep/n/libN.so.1"})
+    b.case(
+        "rpath_inherited_3_levels",
+        prog,
+        libs={"libO.so.1": f"{d}/deep/o/libO.so.1", "libN.so.1": f"{d}/deep/n/libN.so.1"},
+    )
 
     # RUNPATH of the executable is not inherited.
     d = b.path("runpath_not_inherited")
     lb = b.lib(f"{d}/dirB/libB.so.1", "libB.so.1", "B")
     la = b.lib(f"{d}/dirA/libA.so.1", "libA.so.1", "A", needs=(lb,))
     prog = b.exe(f"{d}/prog", needs=(la,), runpath=f"{d}/dirA:{d}/dirB")
-    b.case("runpath_not_inherited", prog,
-           libs={"libA.so.1": f"{d}/dirA/libA.so.1", "libB.so.1": None})
+    b.case(
+        "runpath_not_inherited", prog, libs={"libA.so.1": f"{d}/dirA/libA.so.1", "libB.so.1": None}
+    )
 
     # A RUNPATH on a library disables its loaders' RPATH chain for its lookups.
     d = b.path("runpath_disables_chain")
     lb = b.lib(f"{d}/exe_rpath/libB.so.1", "libB.so.1", "B")
     lc = b.lib(f"{d}/own_runpath/libC.so.1", "libC.so.1", "C")
     b.lib(f"{d}/exe_rpath/libC.so.1", "libC.so.1", "C-decoy")
-    la = b.lib(f"{d}/dirA/libA.so.1", "libA.so.1", "A", needs=(lb, lc),
-               runpath=f"{d}/own_runpath")
+    la = b.lib(f"{d}/dirA/libA.so.1", "libA.so.1", "A", needs=(lb, lc), runpath=f"{d}/own_runpath")
     prog = b.exe(f"{d}/prog", needs=(la,), rpath=f"{d}/dirA:{d}/exe_rpath")
-    b.case("runpath_disables_chain", prog,
-           libs={"libA.so.1": f"{d}/dirA/libA.so.1", "libB.so.1": None,
-                 "libC.so.1": f"{d}/own_runpath/libC.so.1"},
-           absent=(f"{d}/exe_rpath/libC.so.1",))
+    b.case(
+        "runpath_disables_chain",
+        prog,
+        libs={
+            "libA.so.1": f"{d}/dirA/libA.so.1",
+            "libB.so.1": None,
+            "libC.so.1": f"{d}/own_runpath/libC.so.1",
+        },
+        absent=(f"{d}/exe_rpath/libC.so.1",),
+    )
 
     # An object with both DT_RPATH and DT_RUNPATH: the RPATH is ignored.
     d = b.path("rpath_and_runpath")
@@ -251,14 +268,26 @@ def s_rpath_runpath(b: Builder) -> None:
     lh = b.lib(f"{d}/in_runpath/libH.so.1", "libH.so.1", "H-runpath")
     lo = b.lib(f"{d}/in_rpath/libOnlyRpath.so.1", "libOnlyRpath.so.1", "R")
     # ld writes one of the two; -f (DT_AUXILIARY) carries the second string, retagged RUNPATH.
-    le = b.lib(f"{d}/dirE/libE.so.1", "libE.so.1", "E", needs=(lh, lo),
-               rpath=f"{d}/in_rpath", extra=(f"-Wl,-f,{d}/in_runpath",))
+    le = b.lib(
+        f"{d}/dirE/libE.so.1",
+        "libE.so.1",
+        "E",
+        needs=(lh, lo),
+        rpath=f"{d}/in_rpath",
+        extra=(f"-Wl,-f,{d}/in_runpath",),
+    )
     retag_dynamic(le, DT_AUXILIARY, DT_RUNPATH)
     prog = b.exe(f"{d}/prog", needs=(le,), rpath=f"{d}/dirE")
-    b.case("rpath_and_runpath", prog,
-           libs={"libE.so.1": f"{d}/dirE/libE.so.1", "libH.so.1": f"{d}/in_runpath/libH.so.1",
-                 "libOnlyRpath.so.1": None},
-           absent=(f"{d}/in_rpath/libH.so.1",))
+    b.case(
+        "rpath_and_runpath",
+        prog,
+        libs={
+            "libE.so.1": f"{d}/dirE/libE.so.1",
+            "libH.so.1": f"{d}/in_runpath/libH.so.1",
+            "libOnlyRpath.so.1": None,
+        },
+        absent=(f"{d}/in_rpath/libH.so.1",),
+    )
 
 
 def s_ld_library_path(b: Builder) -> None:
@@ -271,14 +300,26 @@ def s_ld_library_path(b: Builder) -> None:
     le = f"{d}/env/libEnvOnly.so.1"
     env = {"LD_LIBRARY_PATH": f"{d}/does-not-exist:{d}/env"}
     p1 = b.exe(f"{d}/prog_rpath", needs=(ll, le), rpath=f"{d}/rpath")
-    b.case("ld_library_path_after_rpath", p1, env=env,
-           libs={"libL.so.1": f"{d}/rpath/libL.so.1", "libEnvOnly.so.1": f"{d}/env/libEnvOnly.so.1"},
-           absent=(f"{d}/env/libL.so.1",))
+    b.case(
+        "ld_library_path_after_rpath",
+        p1,
+        env=env,
+        libs={"libL.so.1": f"{d}/rpath/libL.so.1", "libEnvOnly.so.1": f"{d}/env/libEnvOnly.so.1"},
+        absent=(f"{d}/env/libL.so.1",),
+    )
     p2 = b.exe(f"{d}/prog_runpath", needs=(ll, le), runpath=f"{d}/runpath")
-    b.case("ld_library_path_before_runpath", p2, env=env,
-           libs={"libL.so.1": f"{d}/env/libL.so.1"}, absent=(f"{d}/runpath/libL.so.1",))
-    b.case("runpath_without_ld_library_path", p2,
-           libs={"libL.so.1": f"{d}/runpath/libL.so.1", "libEnvOnly.so.1": None})
+    b.case(
+        "ld_library_path_before_runpath",
+        p2,
+        env=env,
+        libs={"libL.so.1": f"{d}/env/libL.so.1"},
+        absent=(f"{d}/runpath/libL.so.1",),
+    )
+    b.case(
+        "runpath_without_ld_library_path",
+        p2,
+        libs={"libL.so.1": f"{d}/runpath/libL.so.1", "libEnvOnly.so.1": None},
+    )
 
 
 def s_dst(b: Builder) -> None:
@@ -287,28 +328,42 @@ def s_dst(b: Builder) -> None:
     lp = b.lib(f"{d}/lib/sub/libP.so.1", "libP.so.1", "P")
     lo = b.lib(f"{d}/lib/libO.so.1", "libO.so.1", "O", needs=(lp,), runpath="${ORIGIN}/sub")
     prog = b.exe(f"{d}/bin/prog", needs=(lo,), rpath="$ORIGIN/../lib")
-    b.case("origin", prog,
-           libs={"libO.so.1": f"{d}/bin/../lib/libO.so.1", "libP.so.1": f"{d}/lib/sub/libP.so.1"})
+    b.case(
+        "origin",
+        prog,
+        libs={"libO.so.1": f"{d}/bin/../lib/libO.so.1", "libP.so.1": f"{d}/lib/sub/libP.so.1"},
+    )
     # A library that is a symlink into another directory: $ORIGIN is where it was found.
     lu = b.lib(f"{d}/found/libU.so.1", "libU.so.1", "U-found-dir")
     b.lib(f"{d}/store/libU.so.1", "libU.so.1", "U-real-dir")
     b.lib(f"{d}/store/libT.so.1.0", "libT.so.1", "T", needs=(lu,), runpath="$ORIGIN")
     os.symlink("../store/libT.so.1.0", f"{d}/found/libT.so.1")
     prog = b.exe(f"{d}/prog_symlinked_lib", needs=(f"{d}/found/libT.so.1",), rpath=f"{d}/found")
-    b.case("origin_of_symlinked_lib", prog,
-           libs={"libT.so.1": f"{d}/found/libT.so.1", "libU.so.1": f"{d}/found/libU.so.1"},
-           absent=(f"{d}/store/libU.so.1",))
+    b.case(
+        "origin_of_symlinked_lib",
+        prog,
+        libs={"libT.so.1": f"{d}/found/libT.so.1", "libU.so.1": f"{d}/found/libU.so.1"},
+        absent=(f"{d}/store/libU.so.1",),
+    )
     # Reached through a symlinked directory: "$ORIGIN/../x" is resolved by the kernel from the
     # link (linkdir -> deep/real, so .. is deep), not cut lexically.
     b.lib(f"{d}/deep/q2/libR.so.1", "libR.so.1", "R-kernel")
     b.lib(f"{d}/q2/libR.so.1", "libR.so.1", "R-lexical")
-    lq = b.lib(f"{d}/deep/real/libQ.so.1", "libQ.so.1", "Q", needs=(f"{d}/q2/libR.so.1",),
-               runpath="$ORIGIN/../q2")
+    lq = b.lib(
+        f"{d}/deep/real/libQ.so.1",
+        "libQ.so.1",
+        "Q",
+        needs=(f"{d}/q2/libR.so.1",),
+        runpath="$ORIGIN/../q2",
+    )
     os.symlink("deep/real", f"{d}/linkdir")
     prog = b.exe(f"{d}/prog_symlinked_dir", needs=(lq,), rpath=f"{d}/linkdir")
-    b.case("origin_through_symlinked_dir", prog,
-           libs={"libQ.so.1": f"{d}/linkdir/libQ.so.1", "libR.so.1": f"{d}/deep/q2/libR.so.1"},
-           absent=(f"{d}/q2/libR.so.1",))
+    b.case(
+        "origin_through_symlinked_dir",
+        prog,
+        libs={"libQ.so.1": f"{d}/linkdir/libQ.so.1", "libR.so.1": f"{d}/deep/q2/libR.so.1"},
+        absent=(f"{d}/q2/libR.so.1",),
+    )
     # The program itself given through a symlink. ldd runs "ld.so PROG", which takes $ORIGIN
     # from the path as given (bin/../lib); a real exec takes it from /proc/self/exe, the real
     # path (real/bin/../lib). The pack must hold what the exec maps: the oracle here is the
@@ -318,9 +373,13 @@ def s_dst(b: Builder) -> None:
     b.exe(f"{d}/symexe/real/bin/prog", needs=(ls_,), rpath="$ORIGIN/../lib")
     os.makedirs(f"{d}/symexe/bin")
     os.symlink("../real/bin/prog", f"{d}/symexe/bin/prog")
-    b.case("origin_of_symlinked_program", f"{d}/symexe/bin/prog", oracle="exec",
-           libs={"libS.so.1": f"{d}/symexe/real/lib/libS.so.1"},
-           absent=(f"{d}/symexe/lib/libS.so.1",))
+    b.case(
+        "origin_of_symlinked_program",
+        f"{d}/symexe/bin/prog",
+        oracle="exec",
+        libs={"libS.so.1": f"{d}/symexe/real/lib/libS.so.1"},
+        absent=(f"{d}/symexe/lib/libS.so.1",),
+    )
 
     # $LIB and $PLATFORM (plain and braced): this glibc (Debian) expands $LIB to
     # lib/x86_64-linux-gnu and $PLATFORM to x86_64.
@@ -332,18 +391,30 @@ def s_dst(b: Builder) -> None:
     b.lib(f"{d}/c/x86_64/libPlat1.so.1", "libPlat1.so.1", "PLATFORM")
     b.lib(f"{d}/e/x86_64/libPlat2.so.1", "libPlat2.so.1", "PLATFORM")
     needs = tuple(
-        f"{d}/{p}" for p in ("a/lib/x86_64-linux-gnu/libLib1.so.1",
-                             "b/lib/x86_64-linux-gnu/libLib2.so.1",
-                             "c/x86_64/libPlat1.so.1", "e/x86_64/libPlat2.so.1")
+        f"{d}/{p}"
+        for p in (
+            "a/lib/x86_64-linux-gnu/libLib1.so.1",
+            "b/lib/x86_64-linux-gnu/libLib2.so.1",
+            "c/x86_64/libPlat1.so.1",
+            "e/x86_64/libPlat2.so.1",
+        )
     )
-    prog = b.exe(f"{d}/prog", needs=needs,
-                 rpath=f"{d}/a/$LIB:{d}/b/${{LIB}}:{d}/c/$PLATFORM:{d}/e/${{PLATFORM}}")
-    b.case("lib_platform", prog,
-           libs={"libLib1.so.1": f"{d}/a/lib/x86_64-linux-gnu/libLib1.so.1",
-                 "libLib2.so.1": f"{d}/b/lib/x86_64-linux-gnu/libLib2.so.1",
-                 "libPlat1.so.1": f"{d}/c/x86_64/libPlat1.so.1",
-                 "libPlat2.so.1": f"{d}/e/x86_64/libPlat2.so.1"},
-           absent=(f"{d}/a/lib/libLib1.so.1", f"{d}/a/lib64/libLib1.so.1"))
+    prog = b.exe(
+        f"{d}/prog",
+        needs=needs,
+        rpath=f"{d}/a/$LIB:{d}/b/${{LIB}}:{d}/c/$PLATFORM:{d}/e/${{PLATFORM}}",
+    )
+    b.case(
+        "lib_platform",
+        prog,
+        libs={
+            "libLib1.so.1": f"{d}/a/lib/x86_64-linux-gnu/libLib1.so.1",
+            "libLib2.so.1": f"{d}/b/lib/x86_64-linux-gnu/libLib2.so.1",
+            "libPlat1.so.1": f"{d}/c/x86_64/libPlat1.so.1",
+            "libPlat2.so.1": f"{d}/e/x86_64/libPlat2.so.1",
+        },
+        absent=(f"{d}/a/lib/libLib1.so.1", f"{d}/a/lib64/libLib1.so.1"),
+    )
 
 
 def s_slash(b: Builder) -> None:
@@ -352,12 +423,19 @@ def s_slash(b: Builder) -> None:
     b.lib(f"{d}/abs/libabs.so", None, "abs")
     b.lib(f"{d}/rel/librel.so", None, "rel")
     lc = b.lib(f"{d}/other/libC.so.1", "libC.so.1", "C")
-    prog = b.exe(f"{d}/prog", cwd=d, rpath=f"{d}/other",
-                 needs=(f"{d}/abs/libabs.so", "rel/librel.so", lc))
-    b.case("slash_needed", prog, cwd=d,
-           libs={f"{d}/abs/libabs.so": f"{d}/abs/libabs.so",
-                 "rel/librel.so": f"{d}/rel/librel.so",
-                 "libC.so.1": f"{d}/other/libC.so.1"})
+    prog = b.exe(
+        f"{d}/prog", cwd=d, rpath=f"{d}/other", needs=(f"{d}/abs/libabs.so", "rel/librel.so", lc)
+    )
+    b.case(
+        "slash_needed",
+        prog,
+        cwd=d,
+        libs={
+            f"{d}/abs/libabs.so": f"{d}/abs/libabs.so",
+            "rel/librel.so": f"{d}/rel/librel.so",
+            "libC.so.1": f"{d}/other/libC.so.1",
+        },
+    )
     # A library loaded by path whose SONAME another object needs later: reused, not searched
     # (it exists nowhere else). DT_NEEDED is the path because the file had no soname at link
     # time; it is rebuilt in place with one afterwards.
@@ -369,8 +447,11 @@ def s_slash(b: Builder) -> None:
     os.remove(p)
     b.lib(p, "libByName.so.1", "by-path")
     shutil.rmtree(f"{d}/tmp")
-    b.case("slash_soname_reuse", prog,
-           libs={p: p, "libNeedsByName.so.1": f"{d}/other/libNeedsByName.so.1"})
+    b.case(
+        "slash_soname_reuse",
+        prog,
+        libs={p: p, "libNeedsByName.so.1": f"{d}/other/libNeedsByName.so.1"},
+    )
 
 
 def s_nodeflib(b: Builder) -> None:
@@ -381,13 +462,18 @@ def s_nodeflib(b: Builder) -> None:
         b.skipped("nodeflib", f"{libm} missing")
         return
     # -nostdlib: the program needs only libr.so.1 (RPATH) and libm.so.6 (default dirs/cache).
-    prog = b.exe(f"{d}/prog", src=NOLIBC_C, needs=(lr, libm), rpath=f"{d}/r",
-                 extra=("-nostdlib", "-Wl,-z,nodefaultlib"))
+    prog = b.exe(
+        f"{d}/prog",
+        src=NOLIBC_C,
+        needs=(lr, libm),
+        rpath=f"{d}/r",
+        extra=("-nostdlib", "-Wl,-z,nodefaultlib"),
+    )
     b.case("nodeflib", prog, libs={"libr.so.1": f"{d}/r/libr.so.1", "libm.so.6": None})
-    prog = b.exe(f"{d}/prog_deflib", src=NOLIBC_C, needs=(lr, libm), rpath=f"{d}/r",
-                 extra=("-nostdlib",))
-    b.case("nodeflib_control", prog,
-           libs={"libr.so.1": f"{d}/r/libr.so.1", "libm.so.6": libm})
+    prog = b.exe(
+        f"{d}/prog_deflib", src=NOLIBC_C, needs=(lr, libm), rpath=f"{d}/r", extra=("-nostdlib",)
+    )
+    b.case("nodeflib_control", prog, libs={"libr.so.1": f"{d}/r/libr.so.1", "libm.so.6": libm})
 
 
 def s_hwcaps(b: Builder, tools: dict[str, Any]) -> None:
@@ -410,17 +496,26 @@ def s_hwcaps(b: Builder, tools: dict[str, Any]) -> None:
     b.lib(f"{d}/k2/glibc-hwcaps/x86-64-v2/libk.so.1", "libk.so.1", "k2-v2")
     needs = (lh, lv, lk)
     prog = b.exe(f"{d}/prog", needs=needs, rpath=f"{d}/h:{d}/v:{d}/k1:{d}/k2")
-    b.case("hwcaps", prog,
-           libs={"libh.so.1": f"{d}/h/glibc-hwcaps/x86-64-v2/libh.so.1",
-                 "libv.so.1": f"{d}/v/glibc-hwcaps/{best_v}/libv.so.1",
-                 "libk.so.1": f"{d}/k1/libk.so.1"},
-           absent=(f"{d}/h/libh.so.1", f"{d}/v/libv.so.1", f"{d}/k2/glibc-hwcaps/x86-64-v2/libk.so.1"))
+    b.case(
+        "hwcaps",
+        prog,
+        libs={
+            "libh.so.1": f"{d}/h/glibc-hwcaps/x86-64-v2/libh.so.1",
+            "libv.so.1": f"{d}/v/glibc-hwcaps/{best_v}/libv.so.1",
+            "libk.so.1": f"{d}/k1/libk.so.1",
+        },
+        absent=(f"{d}/h/libh.so.1", f"{d}/v/libv.so.1", f"{d}/k2/glibc-hwcaps/x86-64-v2/libk.so.1"),
+    )
     # Same under RUNPATH and LD_LIBRARY_PATH.
     prog = b.exe(f"{d}/prog_runpath", needs=(lh,), runpath=f"{d}/h")
     b.case("hwcaps_runpath", prog, libs={"libh.so.1": f"{d}/h/glibc-hwcaps/x86-64-v2/libh.so.1"})
     prog = b.exe(f"{d}/prog_env", needs=(lh,))
-    b.case("hwcaps_ld_library_path", prog, env={"LD_LIBRARY_PATH": f"{d}/h"},
-           libs={"libh.so.1": f"{d}/h/glibc-hwcaps/x86-64-v2/libh.so.1"})
+    b.case(
+        "hwcaps_ld_library_path",
+        prog,
+        env={"LD_LIBRARY_PATH": f"{d}/h"},
+        libs={"libh.so.1": f"{d}/h/glibc-hwcaps/x86-64-v2/libh.so.1"},
+    )
 
     # Legacy hwcaps subdirectories (still searched by glibc 2.36, after glibc-hwcaps):
     # tls/x86_64/x86_64, tls/x86_64, tls, x86_64/x86_64, x86_64, then the directory.
@@ -441,14 +536,20 @@ def s_hwcaps(b: Builder, tools: dict[str, Any]) -> None:
         lw = b.lib(f"{d}/w/libw.so.1", "libw.so.1", "plain")
         b.lib(f"{d}/w/x86_64/x86_64/libw.so.1", "libw.so.1", "x86_64/x86_64")
         b.lib(f"{d}/w/x86_64/libw.so.1", "libw.so.1", "x86_64")
-        prog = b.exe(f"{d}/prog", needs=(lt, lx, ly, lz, lw),
-                     rpath=f"{d}/t:{d}/x:{d}/y:{d}/z:{d}/w")
-        b.case("legacy_hwcaps", prog,
-               libs={"libt.so.1": f"{d}/t/tls/libt.so.1",
-                     "libx.so.1": f"{d}/x/x86_64/libx.so.1",
-                     "liby.so.1": f"{d}/y/tls/x86_64/liby.so.1",
-                     "libz9.so.1": f"{d}/z/glibc-hwcaps/x86-64-v2/libz9.so.1",
-                     "libw.so.1": f"{d}/w/x86_64/x86_64/libw.so.1"})
+        prog = b.exe(
+            f"{d}/prog", needs=(lt, lx, ly, lz, lw), rpath=f"{d}/t:{d}/x:{d}/y:{d}/z:{d}/w"
+        )
+        b.case(
+            "legacy_hwcaps",
+            prog,
+            libs={
+                "libt.so.1": f"{d}/t/tls/libt.so.1",
+                "libx.so.1": f"{d}/x/x86_64/libx.so.1",
+                "liby.so.1": f"{d}/y/tls/x86_64/liby.so.1",
+                "libz9.so.1": f"{d}/z/glibc-hwcaps/x86-64-v2/libz9.so.1",
+                "libw.so.1": f"{d}/w/x86_64/x86_64/libw.so.1",
+            },
+        )
 
 
 def s_wrong_kind(b: Builder, tools: dict[str, Any]) -> None:
@@ -464,23 +565,42 @@ def s_wrong_kind(b: Builder, tools: dict[str, Any]) -> None:
         return path
 
     def prog(name: str, bad: str) -> str:
-        return b.exe(f"{d}/prog_{name}", needs=(good,),
-                     rpath=f"{os.path.dirname(bad)}:{d}/good")
+        return b.exe(f"{d}/prog_{name}", needs=(good,), rpath=f"{os.path.dirname(bad)}:{d}/good")
 
     if tools["m32"]:
         path = f"{d}/class32/libfoo.so.1"
         b.lib(path, "libfoo.so.1", "32-bit", cc="gcc", extra=("-m32", "-nostdlib"))
-        b.case("wrong_class", prog("class32", path),
-               libs={"libfoo.so.1": f"{d}/good/libfoo.so.1"}, absent=(path,))
+        b.case(
+            "wrong_class",
+            prog("class32", path),
+            libs={"libfoo.so.1": f"{d}/good/libfoo.so.1"},
+            absent=(path,),
+        )
     else:
         b.skipped("wrong_class", "gcc -m32 cannot build a 32-bit library here")
     bad = variant("machine", [(18, struct.pack("<H", EM_AARCH64))])
-    b.case("wrong_machine", prog("machine", bad),
-           libs={"libfoo.so.1": f"{d}/good/libfoo.so.1"}, absent=(bad,))
+    b.case(
+        "wrong_machine",
+        prog("machine", bad),
+        libs={"libfoo.so.1": f"{d}/good/libfoo.so.1"},
+        absent=(bad,),
+    )
     # A real big-endian object: e_machine read little-endian does not match: skipped.
     bad = variant("bigendian", [(5, b"\x02"), (18, b"\x00\x3e")])
-    b.case("wrong_data_and_machine", prog("bigendian", bad),
-           libs={"libfoo.so.1": f"{d}/good/libfoo.so.1"}, absent=(bad,))
+    b.case(
+        "wrong_data_and_machine",
+        prog("bigendian", bad),
+        libs={"libfoo.so.1": f"{d}/good/libfoo.so.1"},
+        absent=(bad,),
+    )
+    # Any bad e_ident byte with a foreign e_machine: skipped too (the machine is checked first).
+    bad = variant("machine_osabi", [(7, bytes([97])), (18, struct.pack("<H", EM_AARCH64))])
+    b.case(
+        "wrong_machine_and_osabi",
+        prog("machine_osabi", bad),
+        libs={"libfoo.so.1": f"{d}/good/libfoo.so.1"},
+        absent=(bad,),
+    )
     # ELFOSABI_GNU (3) is accepted like SYSV.
     ok = variant("osabi_gnu", [(7, b"\x03")])
     b.case("osabi_gnu_accepted", prog("osabi_gnu", ok), libs={"libfoo.so.1": ok})
@@ -490,10 +610,21 @@ def s_wrong_kind(b: Builder, tools: dict[str, Any]) -> None:
         ("osabi", [(7, bytes([97]))], "ELF file OS ABI invalid"),
         ("abiversion", [(8, b"\x01")], "ELF file ABI version invalid"),
         ("not_elf", [(0, b"#!/bin/sh\n" + b"#" * 64)], "invalid ELF header"),
+        # e_version is checked before e_machine when e_ident is sound: fatal despite the machine.
+        (
+            "eversion_machine",
+            [(20, b"\x02\0\0\0"), (18, struct.pack("<H", EM_AARCH64))],
+            "ELF file version does not match current one",
+        ),
     ):
         bad = variant(name, patch)
-        b.case(f"fatal_{name}", prog(name, bad), libs={"libfoo.so.1": bad}, ldd_error=msg,
-               absent=(f"{d}/good/libfoo.so.1",))
+        b.case(
+            f"fatal_{name}",
+            prog(name, bad),
+            libs={"libfoo.so.1": bad},
+            ldd_error=msg,
+            absent=(f"{d}/good/libfoo.so.1",),
+        )
 
 
 def s_reuse_and_missing(b: Builder) -> None:
@@ -503,13 +634,21 @@ def s_reuse_and_missing(b: Builder) -> None:
     la = b.lib(f"{d}/a/libA.so.1", "libA.so.1", "A", needs=(s1,), runpath=f"{d}/a/sub")
     lb = b.lib(f"{d}/b/libB.so.1", "libB.so.1", "B", needs=(s1,), runpath=f"{d}/b/sub")
     prog = b.exe(f"{d}/prog", needs=(la, lb), rpath=f"{d}/a:{d}/b")
-    b.case("soname_reuse_first_wins", prog,
-           libs={"libS.so.1": f"{d}/a/sub/libS.so.1"}, absent=(f"{d}/b/sub/libS.so.1",))
+    b.case(
+        "soname_reuse_first_wins",
+        prog,
+        libs={"libS.so.1": f"{d}/a/sub/libS.so.1"},
+        absent=(f"{d}/b/sub/libS.so.1",),
+    )
     # Breadth first: the program's own libS (second DT_NEEDED) is loaded before libA's.
     b.lib(f"{d}/x/libS.so.1", "libS.so.1", "via-exe")
     prog = b.exe(f"{d}/prog_bfs", needs=(la, s1), rpath=f"{d}/a:{d}/x")
-    b.case("soname_reuse_breadth_first", prog,
-           libs={"libS.so.1": f"{d}/x/libS.so.1"}, absent=(f"{d}/a/sub/libS.so.1",))
+    b.case(
+        "soname_reuse_breadth_first",
+        prog,
+        libs={"libS.so.1": f"{d}/x/libS.so.1"},
+        absent=(f"{d}/a/sub/libS.so.1",),
+    )
 
     d = b.path("missing")
     gone = b.lib(f"{d}/gone/libnowhere.so.1", "libnowhere.so.1", "gone")
@@ -517,20 +656,28 @@ def s_reuse_and_missing(b: Builder) -> None:
     lf = b.lib(f"{d}/lib/libfound.so.1", "libfound.so.1", "found", needs=(gone2,))
     prog = b.exe(f"{d}/prog", needs=(gone, lf), rpath=f"{d}/lib")
     shutil.rmtree(f"{d}/gone")
-    b.case("missing", prog, libs={"libnowhere.so.1": None, "libnowhere2.so.1": None,
-                                  "libfound.so.1": f"{d}/lib/libfound.so.1"})
+    b.case(
+        "missing",
+        prog,
+        libs={
+            "libnowhere.so.1": None,
+            "libnowhere2.so.1": None,
+            "libfound.so.1": f"{d}/lib/libfound.so.1",
+        },
+    )
 
 
 def s_static_script(b: Builder, tools: dict[str, Any]) -> None:
     d = b.path("static")
     if tools["static"]:
         b.case("static", b.exe(f"{d}/prog_static", extra=("-static",)), flavor="static")
-        b.case("static_pie", b.exe(f"{d}/prog_static_pie", extra=("-static-pie",)),
-               flavor="static")
+        b.case("static_pie", b.exe(f"{d}/prog_static_pie", extra=("-static-pie",)), flavor="static")
     else:
         b.skipped("static", "gcc -static/-static-pie cannot link here (libc.a?)")
-    for name, text in (("script.sh", "#!/bin/sh\necho hi\n"),
-                       ("script_args.sh", "#! /bin/sh -e\necho hi\n")):
+    for name, text in (
+        ("script.sh", "#!/bin/sh\necho hi\n"),
+        ("script_args.sh", "#! /bin/sh -e\necho hi\n"),
+    ):
         path = f"{d}/{name}"
         with open(path, "w") as f:
             f.write(text)
@@ -551,21 +698,33 @@ def s_musl(b: Builder, tools: dict[str, Any]) -> None:
     b.case("musl_rpath", prog, flavor="musl", libs={"libm1.so.1": f"{d}/r/libm1.so.1"})
     # musl searches LD_LIBRARY_PATH before RPATH (glibc: after).
     b.lib(f"{d}/env/libm1.so.1", "libm1.so.1", "musl-env", cc=mc)
-    b.case("musl_ld_library_path_first", prog, flavor="musl",
-           env={"LD_LIBRARY_PATH": f"{d}/env"}, libs={"libm1.so.1": f"{d}/env/libm1.so.1"},
-           absent=(f"{d}/r/libm1.so.1",))
+    b.case(
+        "musl_ld_library_path_first",
+        prog,
+        flavor="musl",
+        env={"LD_LIBRARY_PATH": f"{d}/env"},
+        libs={"libm1.so.1": f"{d}/env/libm1.so.1"},
+        absent=(f"{d}/r/libm1.so.1",),
+    )
     # musl inherits RUNPATH like RPATH up the chain of loaders (glibc does not), and $ORIGIN.
     lb = b.lib(f"{d}/b/libmb.so.1", "libmb.so.1", "musl-b", cc=mc)
     la = b.lib(f"{d}/a/libma.so.1", "libma.so.1", "musl-a", cc=mc, needs=(lb,))
-    prog = b.exe(f"{d}/bin/prog_runpath", cc=mc, needs=(la,),
-                 runpath="$ORIGIN/../a:${ORIGIN}/../b")
-    b.case("musl_runpath_inherited", prog, flavor="musl",
-           libs={"libma.so.1": f"{d}/bin/../a/libma.so.1", "libmb.so.1": f"{d}/bin/../b/libmb.so.1"})
+    prog = b.exe(f"{d}/bin/prog_runpath", cc=mc, needs=(la,), runpath="$ORIGIN/../a:${ORIGIN}/../b")
+    b.case(
+        "musl_runpath_inherited",
+        prog,
+        flavor="musl",
+        libs={"libma.so.1": f"{d}/bin/../a/libma.so.1", "libmb.so.1": f"{d}/bin/../b/libmb.so.1"},
+    )
     gone = b.lib(f"{d}/gone/libmgone.so.1", "libmgone.so.1", "gone", cc=mc)
     prog = b.exe(f"{d}/prog_missing", cc=mc, needs=(gone, lm), rpath=f"{d}/r")
     shutil.rmtree(f"{d}/gone")
-    b.case("musl_missing", prog, flavor="musl",
-           libs={"libmgone.so.1": None, "libm1.so.1": f"{d}/r/libm1.so.1"})
+    b.case(
+        "musl_missing",
+        prog,
+        flavor="musl",
+        libs={"libmgone.so.1": None, "libm1.so.1": f"{d}/r/libm1.so.1"},
+    )
 
 
 def build(out: str) -> dict[str, Any]:

@@ -10,6 +10,7 @@ The markers (``ldd``, ``slow``, ``docker``, ``debootstrap``) are registered in p
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import functools
 import glob
@@ -17,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -98,6 +100,16 @@ def _remove_tree(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def _die_with_parent() -> None:
+    """In the child: be killed when the test run dies, so no orphan writes into a tree that the
+    next run removes (PR_SET_PDEATHSIG)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _stamp() -> dict[str, object]:
     return {
         "suite": DEBOOTSTRAP_SUITE,
@@ -152,6 +164,7 @@ def build_debootstrap_root() -> Path:
                     stderr=subprocess.STDOUT,
                     timeout=DEBOOTSTRAP_TIMEOUT,
                     env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+                    preexec_fn=_die_with_parent,
                     check=False,
                 )
             if proc.returncode != 0:

@@ -127,23 +127,23 @@ def read_interp(path: str) -> str | None:
             is64 = head[4] == 2
             end = "<" if head[5] == 1 else ">"
             if is64:
-                phoff, = struct.unpack_from(end + "Q", head, 0x20)
+                (phoff,) = struct.unpack_from(end + "Q", head, 0x20)
                 phentsize, phnum = struct.unpack_from(end + "HH", head, 0x36)
             else:
-                phoff, = struct.unpack_from(end + "I", head, 0x1C)
+                (phoff,) = struct.unpack_from(end + "I", head, 0x1C)
                 phentsize, phnum = struct.unpack_from(end + "HH", head, 0x2A)
             f.seek(phoff)
             ph = f.read(phentsize * phnum)
             for i in range(phnum):
-                p_type, = struct.unpack_from(end + "I", ph, i * phentsize)
+                (p_type,) = struct.unpack_from(end + "I", ph, i * phentsize)
                 if p_type != 3:
                     continue
                 if is64:
-                    p_offset, = struct.unpack_from(end + "Q", ph, i * phentsize + 8)
-                    p_filesz, = struct.unpack_from(end + "Q", ph, i * phentsize + 32)
+                    (p_offset,) = struct.unpack_from(end + "Q", ph, i * phentsize + 8)
+                    (p_filesz,) = struct.unpack_from(end + "Q", ph, i * phentsize + 32)
                 else:
-                    p_offset, = struct.unpack_from(end + "I", ph, i * phentsize + 4)
-                    p_filesz, = struct.unpack_from(end + "I", ph, i * phentsize + 16)
+                    (p_offset,) = struct.unpack_from(end + "I", ph, i * phentsize + 4)
+                    (p_filesz,) = struct.unpack_from(end + "I", ph, i * phentsize + 16)
                 f.seek(p_offset)
                 return f.read(p_filesz).split(b"\0")[0].decode()
     except OSError:
@@ -196,7 +196,12 @@ def run_scratchpack(
     full_env["PYTHONPATH"] = REPO + os.pathsep + full_env.get("PYTHONPATH", "")
     proc = subprocess.run(
         [*scratchpack_cmd(), "--list", "--json", *extra, "--", *programs],
-        capture_output=True, text=True, env=full_env, cwd=cwd, timeout=600, check=False,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd,
+        timeout=600,
+        check=False,
     )
     if check and proc.returncode != 0:
         raise AssertionError(
@@ -213,6 +218,9 @@ class Listed:
     path: str
     interpreter: str | None
     libs: list[tuple[str, str | None]]
+    # Libraries whose candidate stops ld.so: (soname, file, message), e.g. a file whose OS ABI
+    # is invalid; ld.so reports "FILE: MESSAGE" and maps nothing.
+    errors: list[tuple[str, str | None, str]] = field(default_factory=list)
 
     @property
     def missing(self) -> set[str]:
@@ -232,7 +240,12 @@ def parse_json(stdout: str) -> tuple[list[Listed], list[dict[str, Any]]]:
     out = []
     for b in doc["binaries"]:
         libs = [(lib["soname"], lib["path"]) for lib in b["libraries"]]
-        out.append(Listed(b["path"], b["interpreter"], libs))
+        errors = [
+            (lib["soname"], lib.get("file"), lib["error"])
+            for lib in b["libraries"]
+            if lib.get("error")
+        ]
+        out.append(Listed(b["path"], b["interpreter"], libs, errors))
     return out, doc["missing"]
 
 
@@ -244,8 +257,16 @@ def diff(
 ) -> list[str]:
     """Differences between the two descriptions of one program; empty when they agree."""
     problems: list[str] = []
+    ours_err = {f"{file}: {msg}" if file else msg for _, file, msg in listed.errors}
     if ldd.error is not None:
-        return [f"ld.so stops: {ldd.error}; scratchpack lists {sorted(listed.mapped(cwd, realpath))}"]
+        if ldd.error not in ours_err:
+            problems.append(
+                f"ld.so stops with {ldd.error!r}; scratchpack: errors {sorted(ours_err)}, "
+                f"maps {sorted(listed.mapped(cwd, realpath))}"
+            )
+        return problems
+    if ours_err:
+        problems.append(f"scratchpack reports load errors {sorted(ours_err)}; ld.so loads fine")
     rp = realpath or _host_realpath
     ours, theirs = listed.mapped(cwd, realpath), ldd.mapped(cwd, realpath)
     if ldd.not_dynamic and not theirs:
@@ -262,7 +283,9 @@ def diff(
         if only := sorted(theirs - ours):
             problems.append(f"only ldd: {only}")
     if listed.missing != ldd.missing:
-        problems.append(f"not found: scratchpack {sorted(listed.missing)} ldd {sorted(ldd.missing)}")
+        problems.append(
+            f"not found: scratchpack {sorted(listed.missing)} ldd {sorted(ldd.missing)}"
+        )
     if listed.interpreter is not None:
         plain = {rp(posixpath.join(cwd, p)) for p in ldd.plain}
         if rp(posixpath.join(cwd, listed.interpreter)) not in plain:

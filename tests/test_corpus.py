@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import lddcompare as lc  # noqa: E402
+import lddcompare as lc
 
 CORPUS_DIRS = ("/usr/bin", "/usr/sbin", "/usr/lib/x86_64-linux-gnu", "/usr/libexec")
 CHROOT_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
@@ -127,7 +127,11 @@ def chroot_ldd_many(root: str, files: list[str], chunks: int = 4) -> dict[str, l
     def one(batch: list[str]) -> dict[str, lc.LddResult]:
         proc = subprocess.run(
             ["chroot", root, "/bin/sh", "-c", script, "sh", *batch],
-            capture_output=True, text=True, env=CHROOT_ENV, timeout=600, check=False,
+            capture_output=True,
+            text=True,
+            env=CHROOT_ENV,
+            timeout=600,
+            check=False,
         )
         out: dict[str, list[str]] = {}
         current = None
@@ -214,8 +218,16 @@ def test_root_cache_only_directory(debootstrap_root: Path, tmp_path: Path) -> No
     libdir.mkdir(parents=True)
     lib = libdir / "libcacheonly.so.1"
     subprocess.run(
-        ["gcc", "-shared", "-fPIC", '-DVARIANT="cache-only"', str(LIB_C), "-o", str(lib),
-         "-Wl,-soname,libcacheonly.so.1"],
+        [
+            "gcc",
+            "-shared",
+            "-fPIC",
+            '-DVARIANT="cache-only"',
+            str(LIB_C),
+            "-o",
+            str(lib),
+            "-Wl,-soname,libcacheonly.so.1",
+        ],
         check=True,
     )
     prog = root / "opt/cacheonly/bin/prog"
@@ -247,5 +259,7 @@ def test_root_cache_only_directory(debootstrap_root: Path, tmp_path: Path) -> No
     subprocess.run(["chroot", str(root), "/sbin/ldconfig"], check=True, env=CHROOT_ENV)
     res = chroot_ldd_many(str(root), [image_prog], chunks=1)[image_prog]
     assert res.missing == {"libcacheonly.so.1"}, res.raw
-    binaries, _ = lc.parse_json(lc.run_scratchpack([image_prog], extra=["--root", str(root)]).stdout)
+    binaries, _ = lc.parse_json(
+        lc.run_scratchpack([image_prog], extra=["--root", str(root)]).stdout
+    )
     assert binaries[0].missing == {"libcacheonly.so.1"}

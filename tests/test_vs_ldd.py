@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import lddcompare as lc  # noqa: E402
+import lddcompare as lc
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = [
@@ -49,20 +49,48 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 # The case names, known without building (the parametrization must not compile anything).
 CASE_NAMES = [
-    "rpath_inherited", "rpath_inherited_3_levels", "runpath_not_inherited",
-    "runpath_disables_chain", "rpath_and_runpath",
-    "ld_library_path_after_rpath", "ld_library_path_before_runpath",
+    "rpath_inherited",
+    "rpath_inherited_3_levels",
+    "runpath_not_inherited",
+    "runpath_disables_chain",
+    "rpath_and_runpath",
+    "ld_library_path_after_rpath",
+    "ld_library_path_before_runpath",
     "runpath_without_ld_library_path",
-    "origin", "origin_of_symlinked_lib", "origin_through_symlinked_dir",
-    "origin_of_symlinked_program", "lib_platform",
-    "slash_needed", "slash_soname_reuse",
-    "nodeflib", "nodeflib_control",
-    "hwcaps", "hwcaps_runpath", "hwcaps_ld_library_path", "legacy_hwcaps",
-    "wrong_class", "wrong_machine", "wrong_data_and_machine", "osabi_gnu_accepted",
-    "fatal_data", "fatal_osabi", "fatal_abiversion", "fatal_not_elf",
-    "soname_reuse_first_wins", "soname_reuse_breadth_first", "missing",
-    "static", "static_pie", "script_sh", "script_args_sh",
-    "musl_plain", "musl_rpath", "musl_ld_library_path_first", "musl_runpath_inherited",
+    "origin",
+    "origin_of_symlinked_lib",
+    "origin_through_symlinked_dir",
+    "origin_of_symlinked_program",
+    "lib_platform",
+    "slash_needed",
+    "slash_soname_reuse",
+    "nodeflib",
+    "nodeflib_control",
+    "hwcaps",
+    "hwcaps_runpath",
+    "hwcaps_ld_library_path",
+    "legacy_hwcaps",
+    "wrong_class",
+    "wrong_machine",
+    "wrong_data_and_machine",
+    "wrong_machine_and_osabi",
+    "osabi_gnu_accepted",
+    "fatal_data",
+    "fatal_osabi",
+    "fatal_abiversion",
+    "fatal_not_elf",
+    "fatal_eversion_machine",
+    "soname_reuse_first_wins",
+    "soname_reuse_breadth_first",
+    "missing",
+    "static",
+    "static_pie",
+    "script_sh",
+    "script_args_sh",
+    "musl_plain",
+    "musl_rpath",
+    "musl_ld_library_path_first",
+    "musl_runpath_inherited",
     "musl_missing",
 ]
 # Cases build.py may replace by one skipped entry of another name.
@@ -96,7 +124,9 @@ def check_expectations(
     for name, want in case["expect"]["libs"].items():
         if want is None:
             if name not in missing:
-                problems.append(f"{side}: {name} should be 'not found' (missing: {sorted(missing)})")
+                problems.append(
+                    f"{side}: {name} should be 'not found' (missing: {sorted(missing)})"
+                )
         elif os.path.realpath(posixpath.join(cwd, want)) not in mapped:
             problems.append(f"{side}: {name} should be {want} (mapped: {sorted(mapped)})")
     for path in case["expect"]["absent"]:
@@ -145,16 +175,20 @@ def test_scratchpack_matches_loader(manifest: dict[str, Any], name: str) -> None
     cwd, expect, flavor = case["cwd"], case["expect"], case["flavor"]
 
     if expect["ldd_error"]:
-        # ld.so stops the whole load at the bad candidate (it does not skip it). scratchpack
-        # must not quietly pick the next candidate: it fails naming the file, or lists it.
+        # ld.so stops the whole load at the bad candidate (it does not skip it): scratchpack
+        # must not quietly pick the next candidate; it reports the file and ld.so's message
+        # (exit 0 for --list, as for any incomplete closure) or fails naming the file.
         bad = expect["libs"]["libfoo.so.1"]
         proc = lc.run_scratchpack([case["program"]], env=case["env"], cwd=cwd, check=False)
         if proc.returncode != 0:
-            assert bad in proc.stderr, proc.stderr
+            assert bad in proc.stderr and expect["ldd_error"] in proc.stderr, proc.stderr
             return
         binaries, _ = lc.parse_json(proc.stdout)
-        mapped = set().union(*(b.mapped(cwd) for b in binaries))
-        problems = check_expectations(case, mapped, set(), "scratchpack")
+        res = trace(case)
+        problems = lc.diff(binaries[0], res, cwd)
+        for absent in expect["absent"]:
+            if os.path.realpath(absent) in binaries[0].mapped(cwd):
+                problems.append(f"{absent} must not be mapped")
         assert not problems, "\n".join(problems)
         return
 
@@ -217,3 +251,25 @@ def test_ldd_parser_formats() -> None:
     assert lc.parse_ldd("\tstatically linked\n").not_dynamic
     with pytest.raises(ValueError):
         lc.parse_ldd("something else entirely\n")
+
+
+def test_diff_detects_disagreement() -> None:
+    """The comparison is not vacuous: each kind of disagreement is reported."""
+    res = lc.parse_ldd(
+        "\tlibz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x1)\n"
+        "\tlibgone.so.1 => not found\n"
+        "\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x2)\n"
+        "\t/lib64/ld-linux-x86-64.so.2 (0x3)\n"
+    )
+    interp = "/lib64/ld-linux-x86-64.so.2"
+    libs = [
+        ("libz.so.1", "/lib/x86_64-linux-gnu/libz.so.1"),
+        ("libgone.so.1", None),
+        ("libc.so.6", "/lib/x86_64-linux-gnu/libc.so.6"),
+    ]
+    assert lc.diff(lc.Listed("/p", interp, libs), res) == []
+    assert lc.diff(lc.Listed("/p", interp, libs[1:]), res)  # a library less
+    assert lc.diff(lc.Listed("/p", interp, [*libs[:1], *libs[2:]]), res)  # not-found lost
+    assert lc.diff(lc.Listed("/p", "/lib/ld-musl-x86_64.so.1", libs), res)  # interpreter
+    assert lc.diff(lc.Listed("/p", None, []), lc.parse_ldd("\tnot a dynamic executable\n")) == []
+    assert lc.diff(lc.Listed("/p", interp, []), lc.parse_ldd("\tnot a dynamic executable\n"))

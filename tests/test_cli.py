@@ -1,0 +1,166 @@
+"""The command line as a user drives it: output shapes, --root, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bundler.cli import main
+
+LOADER = "/lib64/ld-linux-x86-64.so.2"
+needs_glibc_x86_64 = pytest.mark.skipif(
+    not Path(LOADER).exists(), reason="needs an x86-64 glibc host"
+)
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bundler", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@needs_glibc_x86_64
+def test_plain_list_of_a_program_on_path() -> None:
+    result = run("--list", "ls")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == shutil.which("ls")
+    assert lines[1] == LOADER
+    assert any(line.endswith("/libc.so.6") for line in lines)
+    assert len(lines) == len(set(lines))
+
+
+@needs_glibc_x86_64
+def test_json_shape() -> None:
+    result = run("--list", "--json", "/bin/ls")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert set(doc) == {"binaries", "missing"}
+    (binary,) = doc["binaries"]
+    assert binary["path"] == "/bin/ls"
+    assert binary["interpreter"] == LOADER
+    sonames = [lib["soname"] for lib in binary["libraries"]]
+    assert "libc.so.6" in sonames
+    assert all(lib["path"] and lib["path"].startswith("/") for lib in binary["libraries"])
+    assert doc["missing"] == []
+
+
+def test_missing_program_is_one_line_exit_2() -> None:
+    result = run("--list", "no-such-program-xyz")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "no-such-program-xyz" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_directory_is_not_a_program() -> None:
+    result = run("--list", "/usr")
+    assert result.returncode == 2
+    assert "/usr: is a directory" in result.stderr
+
+
+def test_not_elf_not_script(tmp_path: Path) -> None:
+    junk = tmp_path / "junk"
+    junk.write_text("hello\n")
+    result = run("--list", str(junk))
+    assert result.returncode == 2
+    assert f"{junk}: neither an ELF file nor a #! script" in result.stderr
+
+
+def test_usage_errors_exit_2() -> None:
+    assert run("--list").returncode == 2
+    assert run("--list", "--hwcaps", "x86-64-v9", "ls").returncode == 2
+    assert run("--bogus-flag", "ls").returncode == 2
+
+
+def test_help_teaches() -> None:
+    result = run("--help")
+    assert result.returncode == 0
+    for word in ("--list", "--json", "--root", "Exit codes", "Examples"):
+        assert word in result.stdout
+
+
+def _fake_root(tmp_path: Path) -> Path:
+    """A merged-/usr root with the host's loader, libc and /usr/bin/true, and no ld.so.cache."""
+    root = tmp_path / "root"
+    multiarch = root / "usr/lib/x86_64-linux-gnu"
+    multiarch.mkdir(parents=True)
+    (root / "usr/bin").mkdir()
+    (root / "usr/lib64").mkdir()
+    for link, target in (("lib", "usr/lib"), ("lib64", "usr/lib64"), ("bin", "usr/bin")):
+        (root / link).symlink_to(target)
+    shutil.copy2(os.path.realpath(LOADER), multiarch / "ld-linux-x86-64.so.2")
+    (root / "usr/lib64/ld-linux-x86-64.so.2").symlink_to(
+        "../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
+    )
+    shutil.copy2(os.path.realpath("/lib/x86_64-linux-gnu/libc.so.6"), multiarch / "libc.so.6")
+    shutil.copy2("/usr/bin/true", root / "usr/bin/true")
+    return root
+
+
+@needs_glibc_x86_64
+def test_root_resolves_inside_the_root(tmp_path: Path) -> None:
+    root = _fake_root(tmp_path)
+    result = run("--list", "--json", "--root", str(root), "true")
+    assert result.returncode == 0, result.stderr
+    (binary,) = json.loads(result.stdout)["binaries"]
+    assert binary["path"] == "/usr/bin/true"  # found on the root's PATH
+    assert binary["libraries"] == [
+        {"soname": "libc.so.6", "path": "/lib/x86_64-linux-gnu/libc.so.6"}
+    ]
+
+
+@needs_glibc_x86_64
+def test_root_missing_library_is_listed_and_exit_0(tmp_path: Path) -> None:
+    root = _fake_root(tmp_path)
+    (root / "usr/lib/x86_64-linux-gnu/libc.so.6").unlink()
+    result = run("--list", "--json", "--root", str(root), "/bin/true")
+    assert result.returncode == 0
+    doc = json.loads(result.stdout)
+    assert doc["missing"][0]["soname"] == "libc.so.6"
+    assert doc["missing"][0]["needed_by"] == "/bin/true"
+    assert doc["binaries"][0]["libraries"] == [{"soname": "libc.so.6", "path": None}]
+    assert "libc.so.6: not found (needed by /bin/true)" in result.stderr
+
+
+@needs_glibc_x86_64
+def test_root_never_reads_a_host_library_through_a_link(tmp_path: Path) -> None:
+    root = _fake_root(tmp_path)
+    libc = root / "usr/lib/x86_64-linux-gnu/libc.so.6"
+    libc.unlink()
+    libc.symlink_to("/lib/x86_64-linux-gnu/libc.so.6")  # exists on the host, not in the root
+    result = run("--list", "--json", "--root", str(root), "/bin/true")
+    doc = json.loads(result.stdout)
+    assert doc["missing"] and doc["missing"][0]["soname"] == "libc.so.6"
+
+
+@needs_glibc_x86_64
+def test_scripts_bring_their_interpreter(tmp_path: Path) -> None:
+    script = tmp_path / "s.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    doc = json.loads(run("--list", "--json", str(script)).stdout)
+    kinds = [(b["path"], b["kind"]) for b in doc["binaries"]]
+    assert kinds[0] == (str(script), "script")
+    assert kinds[1] == ("/bin/sh", "dynamic")
+
+
+@needs_glibc_x86_64
+def test_many_programs_same_answer_with_and_without_workers(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    libs = sorted(str(p) for p in Path("/usr/lib/x86_64-linux-gnu").glob("lib*.so.*"))
+    libs = [p for p in libs if Path(p).is_file() and Path(p).read_bytes()[:4] == b"\x7fELF"][:300]
+    assert main(["--list", "--json", "-j", "1", *libs]) == 0
+    single = capsys.readouterr().out
+    assert main(["--list", "--json", "-j", "2", *libs]) == 0
+    pooled = capsys.readouterr().out
+    assert single == pooled
+    assert len(json.loads(single)["binaries"]) == len(libs)

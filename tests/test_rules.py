@@ -1,0 +1,159 @@
+"""Small rules of the loaders, each checked on its own: tokens, hwcaps, #! lines, PATH."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bundler import hwcaps
+from bundler.errors import BadElf, ProgramNotFound, UsageError
+from bundler.programs import locate, parse_script
+from bundler.resolve import _musl_reserved, expand_tokens
+from bundler.rootfs import FsRoot
+
+V4_CPU = frozenset(
+    "cx16 lahf_lm popcnt pni sse4_1 sse4_2 ssse3 avx avx2 bmi1 bmi2 f16c fma abm movbe xsave "
+    "avx512f avx512bw avx512cd avx512dq avx512vl".split()
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("$ORIGIN/../lib", "/opt/app/bin/../lib"),
+        ("${ORIGIN}/x", "/opt/app/bin/x"),
+        ("/a/$LIB/b", "/a/lib/x86_64-linux-gnu/b"),
+        ("/a/${LIB}", "/a/lib/x86_64-linux-gnu"),
+        ("/p/$PLATFORM", "/p/x86_64"),
+        ("/p/${PLATFORM}/q", "/p/x86_64/q"),
+        ("$ORIGINX/y", "$ORIGINX/y"),  # an identifier character follows: not a token
+        ("$ORIGIN_1", "$ORIGIN_1"),
+        ("/cost/$5", "/cost/$5"),  # unknown tokens stay as written
+        ("$ORIGIN-x", "/opt/app/bin-x"),
+    ],
+)
+def test_expand_tokens(text: str, expected: str) -> None:
+    assert (
+        expand_tokens(text, origin="/opt/app/bin", lib="lib/x86_64-linux-gnu", platform="x86_64")
+        == expected
+    )
+
+
+def test_unknown_origin_drops_the_element() -> None:
+    assert expand_tokens("$ORIGIN/lib", origin=None, lib="lib", platform="x86_64") is None
+
+
+def test_x86_64_levels_follow_the_cpu() -> None:
+    assert hwcaps.supported_subdirs(62, V4_CPU) == ("x86-64-v4", "x86-64-v3", "x86-64-v2")
+    v2 = frozenset("cx16 lahf_lm popcnt pni sse4_1 sse4_2 ssse3 avx".split())
+    assert hwcaps.supported_subdirs(62, v2) == ("x86-64-v2",)
+    assert hwcaps.supported_subdirs(62, frozenset({"sse2"})) == ()
+
+
+def test_cpuinfo_flags() -> None:
+    text = "processor\t: 0\nflags\t\t: fpu sse2 avx2\n\nprocessor\t: 1\nflags\t\t: other\n"
+    assert hwcaps.cpu_flags_from_cpuinfo(text) == frozenset({"fpu", "sse2", "avx2"})
+
+
+def test_hwcaps_option_is_ordered_and_checked() -> None:
+    assert hwcaps.parse_hwcaps_option("x86-64-v2,x86-64-v3", 62) == ("x86-64-v3", "x86-64-v2")
+    assert hwcaps.parse_hwcaps_option("none", 62) == ()
+    with pytest.raises(UsageError, match="unknown level"):
+        hwcaps.parse_hwcaps_option("x86-64-v9", 62)
+
+
+def test_legacy_subdirs_in_glibc_order() -> None:
+    # As LD_DEBUG=libs prints on glibc 2.36 x86-64.
+    assert hwcaps.legacy_subdirs(["tls", "x86_64", "x86_64"]) == (
+        "tls/x86_64/x86_64",
+        "tls/x86_64",
+        "tls/x86_64",
+        "tls",
+        "x86_64/x86_64",
+        "x86_64",
+        "x86_64",
+        "",
+    )
+    assert hwcaps.legacy_names(62, 64, (2, 37), V4_CPU) == []
+    assert hwcaps.legacy_names(62, 64, (2, 36), V4_CPU) == ["tls", "x86_64", "x86_64"]
+
+
+def test_platform_by_glibc_era() -> None:
+    assert hwcaps.at_platform(62, 64, (2, 36), V4_CPU) == "x86_64"
+    assert hwcaps.at_platform(62, 64, (2, 31), V4_CPU) == "haswell"
+    assert hwcaps.at_platform(3, 32, (2, 36), V4_CPU) == "i686"
+
+
+@pytest.mark.parametrize(
+    ("name", "reserved"),
+    [("libc.so", True), ("libc.musl-x86_64.so.1", True), ("libpthread.so.0", True),
+     ("libcrypto.so.3", False), ("libm.so.6", True), ("libmagic.so.1", False)],
+)
+def test_musl_reserved_names(name: str, reserved: bool) -> None:
+    assert _musl_reserved(name) is reserved
+
+
+@pytest.mark.parametrize(
+    ("head", "interpreter", "argument"),
+    [
+        (b"#!/bin/sh\necho", "/bin/sh", None),
+        (b"#! /usr/bin/env python3\n", "/usr/bin/env", "python3"),
+        (b"#!/usr/bin/perl -w -T\n", "/usr/bin/perl", "-w -T"),
+        (b"#!\t/bin/bash\t-e\n", "/bin/bash", "-e"),
+    ],
+)
+def test_shebang_lines(head: bytes, interpreter: str, argument: str | None) -> None:
+    script = parse_script("/s", head)
+    assert script is not None
+    assert (script.interpreter, script.argument) == (interpreter, argument)
+
+
+def test_not_a_script() -> None:
+    assert parse_script("/s", b"\x7fELF") is None
+    with pytest.raises(BadElf, match="empty #! line"):
+        parse_script("/s", b"#!   \n")
+
+
+def test_locate_on_path_and_by_path(tmp_path: Path) -> None:
+    root = tmp_path / "r"
+    (root / "usr/bin").mkdir(parents=True)
+    (root / "bin").symlink_to("usr/bin")
+    tool = root / "usr/bin/tool"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    (root / "usr/bin/data").write_text("x")  # not executable: not a program on PATH
+    fs = FsRoot(str(root))
+    search = ("/usr/local/bin", "/bin", "/usr/bin")
+    assert locate(fs, "tool", search, "/") == "/bin/tool"
+    assert locate(fs, "/usr/bin/tool", search, "/") == "/usr/bin/tool"
+    assert locate(fs, str(tool), search, "/") == "/usr/bin/tool"
+    with pytest.raises(ProgramNotFound, match="data: no such program"):
+        locate(fs, "data", search, "/")
+    with pytest.raises(UsageError, match="is a directory"):
+        locate(fs, "/usr/bin", search, "/")
+    with pytest.raises(ProgramNotFound, match="no such file"):
+        locate(fs, "/usr/bin/absent", search, "/")
+
+
+def test_locate_relative_on_the_host(tmp_path: Path) -> None:
+    tool = tmp_path / "t"
+    tool.write_text("x")
+    tool.chmod(0o755)
+    assert locate(FsRoot("/"), "t", (str(tmp_path),), "/") == str(tool)
+    assert locate(FsRoot("/"), "./t", (), str(tmp_path)) == str(tool)
+
+
+def test_levels_agree_with_this_machines_loader() -> None:
+    import subprocess
+
+    ld_so = Path("/lib64/ld-linux-x86-64.so.2")
+    if not ld_so.exists():
+        pytest.skip("no x86-64 glibc loader here")
+    text = subprocess.run([str(ld_so), "--help"], capture_output=True, text=True).stdout
+    block = text.split("glibc-hwcaps directories, in priority order:")[1].split("\n\n")[0]
+    searched = tuple(
+        line.split()[0] for line in block.splitlines() if "supported, searched" in line
+    )
+    cpu = hwcaps.cpu_flags_from_cpuinfo(Path("/proc/cpuinfo").read_text())
+    assert hwcaps.supported_subdirs(62, cpu) == searched
