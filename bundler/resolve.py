@@ -35,6 +35,7 @@ class Library:
     needed_by: str
     chain: tuple[str, ...]  # needed_by, its loader, ... up to the program
     error: str | None = None  # the loader would stop at this file (e.g. "invalid ELF header")
+    via: str = ""  # rpath, LD_LIBRARY_PATH, runpath, ld.so.cache, default, path or loader
 
     @property
     def ok(self) -> bool:
@@ -301,11 +302,12 @@ class _Walk:
                 # A library has no PT_INTERP; its loader joins the closure once something
                 # needs it by name (libc.so.6 needs ld-linux-x86-64.so.2), as ldd shows.
                 self.interp_listed = True
-                self.libraries.append(Library(name, known.path, requester.path, requester.chain()))
+                listed = Library(name, known.path, requester.path, requester.chain(), via="loader")
+                self.libraries.append(listed)
             if not self.loader.is_musl:
                 self.by_name.setdefault(name, known)
             return
-        found = self._search(name, requester)
+        found, via = self._search(name, requester)
         if isinstance(found, _Skip):
             self._missing(name, requester, None, None)
             return
@@ -313,6 +315,7 @@ class _Walk:
         if isinstance(outcome, str):
             self._missing(name, requester, path, outcome)
             return
+        log.debug("%s => %s (%s, needed by %s)", name, path, via, requester.path)
         same_file = self.by_file.get(self._identity(path))
         if same_file is not None:
             self.by_name.setdefault(name, same_file)
@@ -321,7 +324,7 @@ class _Walk:
         obj = _Object(path, outcome, requester, origin)
         self.objects.append(obj)
         self._register(obj, (name,))
-        self.libraries.append(Library(name, path, requester.path, requester.chain()))
+        self.libraries.append(Library(name, path, requester.path, requester.chain(), via=via))
 
     def _known(self, name: str) -> _Object | None:
         if self.loader.is_musl and _musl_reserved(name) and self.interp_object is not None:
@@ -337,12 +340,21 @@ class _Walk:
 
     # -- the search order --------------------------------------------------------------------
 
-    def _search(self, name: str, requester: _Object) -> Candidate:
+    def _search(self, name: str, requester: _Object) -> tuple[Candidate, str]:
+        """The file for a DT_NEEDED name and how it was found (for -v and for packing)."""
         if "/" in name:
-            return self._by_path(name, requester)
-        if self.loader.is_musl:
-            return self._search_musl(name, requester)
-        return self._search_glibc(name, requester)
+            return self._by_path(name, requester), "path"
+        if self.loader.is_musl and len(name) > 255:  # NAME_MAX
+            return SKIP, ""
+        steps = self._musl_steps(requester) if self.loader.is_musl else self._glibc_steps(requester)
+        for via, dirs in steps:
+            if dirs is None:
+                found = self.resolver.search_cache(name, self.loader, requester.info.nodeflib)
+            else:
+                found = self.resolver.search_dirs(name, dirs, self.loader)
+            if not isinstance(found, _Skip):
+                return found, via
+        return SKIP, ""
 
     def _by_path(self, name: str, requester: _Object) -> Candidate:
         if self.loader.is_musl:
@@ -356,29 +368,20 @@ class _Walk:
             path = posixpath.join(self.settings.cwd, path)
         return self.resolver.verify(path, self.loader)
 
-    def _search_glibc(self, name: str, requester: _Object) -> Candidate:
-        """DT_RPATH of the requester and its loaders (only if the requester has no DT_RUNPATH),
-        LD_LIBRARY_PATH, the requester's DT_RUNPATH, ld.so.cache, the system directories."""
-        resolver, loader = self.resolver, self.loader
+    def _glibc_steps(self, requester: _Object) -> Iterator[tuple[str, tuple[str, ...] | None]]:
+        """glibc's order: DT_RPATH of the requester and its loaders (only when the requester
+        has no DT_RUNPATH), LD_LIBRARY_PATH, the requester's own DT_RUNPATH, ld.so.cache (None),
+        then the system directories unless the requester is DF_1_NODEFLIB."""
         if requester.info.runpath is None:
             for obj in self._rpath_chain(requester):
-                found = resolver.search_dirs(name, self._dirs(obj.info.rpath or "", obj), loader)
-                if not isinstance(found, _Skip):
-                    return found
+                yield "rpath", self._dirs(obj.info.rpath or "", obj)
         if self.settings.ld_library_path:
-            dirs = self._dirs(self.settings.ld_library_path, self.main, separators=":;")
-            found = resolver.search_dirs(name, dirs, loader)
-            if not isinstance(found, _Skip):
-                return found
+            yield "LD_LIBRARY_PATH", self._dirs(self.settings.ld_library_path, self.main, ":;")
         if requester.info.runpath is not None:
-            runpath = self._dirs(requester.info.runpath, requester)
-            found = resolver.search_dirs(name, runpath, loader)
-            if not isinstance(found, _Skip):
-                return found
-        found = resolver.search_cache(name, loader, requester.info.nodeflib)
-        if not isinstance(found, _Skip) or requester.info.nodeflib:
-            return found
-        return resolver.search_dirs(name, loader.system_dirs, loader)
+            yield "runpath", self._dirs(requester.info.runpath, requester)
+        yield "ld.so.cache", None
+        if not requester.info.nodeflib:
+            yield "default", self.loader.system_dirs
 
     def _rpath_chain(self, requester: _Object) -> Iterator[_Object]:
         """The requester, its loader, ... then the program itself; those with a usable RPATH.
@@ -394,25 +397,18 @@ class _Walk:
         if not seen_main and self.main.info.rpath is not None and self.main.info.runpath is None:
             yield self.main
 
-    def _search_musl(self, name: str, requester: _Object) -> Candidate:
-        """LD_LIBRARY_PATH, the RPATH/RUNPATH of the requester and its loaders, the sys_path."""
-        if len(name) > 255:  # NAME_MAX
-            return SKIP
-        resolver, loader = self.resolver, self.loader
+    def _musl_steps(self, requester: _Object) -> Iterator[tuple[str, tuple[str, ...] | None]]:
+        """musl's order: LD_LIBRARY_PATH, the RPATH/RUNPATH of the requester and each of its
+        loaders in turn, then the sys_path (etc/ld-musl-ARCH.path or the built-in list)."""
         if self.settings.ld_library_path:
-            dirs = _split(self.settings.ld_library_path, ":\n")
-            found = resolver.search_dirs(name, self._absolute(dirs), loader)
-            if not isinstance(found, _Skip):
-                return found
+            yield "LD_LIBRARY_PATH", self._absolute(_split(self.settings.ld_library_path, ":\n"))
         node: _Object | None = requester
         while node is not None:
             rpath = _musl_rpath(node)
             if rpath is not None:
-                found = resolver.search_dirs(name, self._absolute(_split(rpath, ":\n")), loader)
-                if not isinstance(found, _Skip):
-                    return found
+                yield "rpath", self._absolute(_split(rpath, ":\n"))
             node = node.loader
-        return resolver.search_dirs(name, loader.system_dirs, loader)
+        yield "default", self.loader.system_dirs
 
     # -- directory lists ---------------------------------------------------------------------
 

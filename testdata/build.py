@@ -610,6 +610,7 @@ def s_wrong_kind(b: Builder, tools: dict[str, Any]) -> None:
         ("osabi", [(7, bytes([97]))], "ELF file OS ABI invalid"),
         ("abiversion", [(8, b"\x01")], "ELF file ABI version invalid"),
         ("not_elf", [(0, b"#!/bin/sh\n" + b"#" * 64)], "invalid ELF header"),
+        ("padding", [(9, b"\x01")], "nonzero padding in e_ident"),
         # e_version is checked before e_machine when e_ident is sound: fatal despite the machine.
         (
             "eversion_machine",

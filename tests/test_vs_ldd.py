@@ -79,6 +79,7 @@ CASE_NAMES = [
     "fatal_osabi",
     "fatal_abiversion",
     "fatal_not_elf",
+    "fatal_padding",
     "fatal_eversion_machine",
     "soname_reuse_first_wins",
     "soname_reuse_breadth_first",
