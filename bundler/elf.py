@@ -87,6 +87,31 @@ def is_elf(header: bytes) -> bool:
     return header[:4] == ELF_MAGIC
 
 
+@dataclass(frozen=True)
+class RawHeader:
+    """The first bytes of a candidate, undecoded: loaders judge a file on these alone, before
+    trusting its byte order (glibc reads e_machine in its own byte order, whatever EI_DATA says).
+    """
+
+    data: bytes  # up to the first 64 bytes
+    size: int  # the file's size
+
+    def field(self, offset: int, width: int, little_endian: bool) -> int:
+        chunk = self.data[offset : offset + width]
+        return int.from_bytes(chunk, "little") if little_endian else int.from_bytes(chunk, "big")
+
+    @property
+    def padding_zero(self) -> bool:
+        return self.data[9:16] == bytes(7)
+
+
+def peek_header(host_path: str) -> RawHeader:
+    """Read the ELF header bytes of a file (raises OSError, e.g. IsADirectoryError)."""
+    with open(host_path, "rb") as handle:
+        data = handle.read(64)
+        return RawHeader(data, os.fstat(handle.fileno()).st_size)
+
+
 @cache
 def _structs(elf_class: int, little_endian: bool) -> ELFStructs:
     structs = ELFStructs(little_endian=little_endian, elfclass=elf_class)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import posixpath
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 
 from bundler import hwcaps
@@ -75,6 +75,7 @@ class Loader:
     interpreter: str  # image path, as PT_INTERP spells it
     machine: int
     elf_class: int
+    little_endian: bool = True
     version: tuple[int, int] = (0, 0)  # glibc only
     system_dirs: tuple[str, ...] = ()  # glibc: default dirs; musl: the sys_path
     lib_token: str = "lib"  # what $LIB expands to
@@ -113,12 +114,18 @@ class LoaderFactory:
         self._get = cache(self._build)
 
     def get(self, interpreter: str, ident: ElfIdent) -> Loader:
-        return self._get(interpreter, ident.machine, ident.elf_class, ident.flags)
+        key = (interpreter, ident.machine, ident.elf_class, ident.flags, ident.little_endian)
+        loader: Loader = self._get(*key)
+        return loader
 
-    def _build(self, interpreter: str, machine: int, elf_class: int, e_flags: int) -> Loader:
+    def _build(
+        self, interpreter: str, machine: int, elf_class: int, e_flags: int, little_endian: bool
+    ) -> Loader:
         if flavor_of(interpreter) == MUSL:
-            return self._musl(interpreter, machine, elf_class)
-        return self._glibc(interpreter, machine, elf_class, e_flags)
+            loader = self._musl(interpreter, machine, elf_class)
+        else:
+            loader = self._glibc(interpreter, machine, elf_class, e_flags)
+        return replace(loader, little_endian=little_endian)
 
     def _loader_bytes(self, interpreter: str) -> bytes:
         try:

@@ -13,7 +13,7 @@ import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from bundler.elf import ET_DYN, ET_EXEC, ElfInfo, read_elf
+from bundler.elf import ET_DYN, ET_EXEC, ElfInfo, RawHeader, is_elf, peek_header, read_elf
 from bundler.errors import BadElf
 from bundler.loader import Loader, LoaderFactory, SearchSettings, implied_interpreter
 from bundler.rootfs import FsRoot, SymlinkLoop
@@ -148,16 +148,19 @@ class Resolver:
         if st is None:
             return SKIP
         try:
+            header = peek_header(self.root.real_host_path(path))
+        except OSError as exc:
+            return (path, f"cannot read file data: {_strerror(exc)}")
+        verdict = (_musl_verdict if loader.is_musl else _glibc_verdict)(header, loader)
+        if verdict is not None:
+            return SKIP if verdict == "skip" else (path, verdict)
+        try:
             info = self.elf(path)
         except BadElf as exc:
-            if loader.is_musl:
-                return (path, exc.reason)
-            # open_verify: a short file or a non-ELF file stops the load, it is not skipped.
-            short = st.st_size < (64 if loader.elf_class == 64 else 52)
-            return (path, "file too short" if short else "invalid ELF header")
-        if loader.is_musl:
-            return (path, info)
-        return _glibc_verdict(path, info, loader)
+            return (path, exc.reason)
+        if info.ident.file_type == ET_EXEC and not loader.is_musl:
+            return (path, "cannot dynamically load executable")
+        return (path, info)
 
     def search_dirs(self, name: str, dirs: tuple[str, ...], loader: Loader) -> Candidate:
         """The first acceptable ``DIR/SUBDIR/name``, hwcaps subdirectories first (open_path)."""
@@ -208,27 +211,82 @@ def _join(directory: str, name: str) -> str:
     return f"{directory.rstrip('/')}/{name}" if directory != "/" else f"/{name}"
 
 
-def _glibc_verdict(path: str, info: ElfInfo, loader: Loader) -> Candidate:
-    """glibc's open_verify, in its order: some mismatches skip, the others stop the load."""
-    ident = info.ident
-    if ident.elf_class != loader.elf_class:
-        return SKIP  # "not a fatal error": 32- and 64-bit libraries share directories
-    if not ident.little_endian and loader.machine in (62, 3, 183, 40, 243):
-        return (path, "ELF file data encoding not little-endian")
-    if ident.version != 1:
-        return (path, "ELF file version ident does not match current one")
-    if ident.osabi not in (ELFOSABI_SYSV, ELFOSABI_GNU):
-        return (path, "ELF file OS ABI invalid")
-    gnu_abi_ok = ident.osabi == ELFOSABI_GNU and ident.abiversion < LIBC_ABI_MAX
-    if ident.abiversion != 0 and not gnu_abi_ok:
-        return (path, "ELF file ABI version invalid")
-    if ident.machine != loader.machine:
-        return SKIP
-    if ident.file_type not in (ET_DYN, ET_EXEC):
-        return (path, "only ET_DYN and ET_EXEC can be loaded")
-    if ident.file_type == ET_EXEC:
-        return (path, "cannot dynamically load executable")
-    return (path, info)
+def _strerror(exc: OSError) -> str:
+    # ld.so has no strerror table; it prints "Error 21" where libc would say "Is a directory".
+    return f"Error {exc.errno}" if exc.errno else str(exc)
+
+
+def _glibc_verdict(header: RawHeader, loader: Loader) -> str | None:
+    """glibc's open_verify (2.36), check for check and in its order.
+
+    Returns None to go on and use the file, "skip" when the search passes over it (another
+    class or machine: 32- and 64-bit libraries share directories), or the message with which
+    the load stops."""
+    le = loader.little_endian
+    ehdr_size = 64 if loader.elf_class == 64 else 52
+    data = header.data
+    if header.size < ehdr_size or len(data) < ehdr_size:
+        return "file too short"
+    elf_class = 2 if loader.elf_class == 64 else 1
+    osabi, abiversion = data[7], data[8]
+    abi_ok = abiversion == 0 or (osabi == ELFOSABI_GNU and abiversion < LIBC_ABI_MAX)
+    ident_ok = (
+        is_elf(data)
+        and data[4] == elf_class
+        and data[5] == (1 if le else 2)
+        and data[6] == 1
+        and osabi in (ELFOSABI_SYSV, ELFOSABI_GNU)
+        and abi_ok
+        and header.padding_zero
+    )
+    machine = header.field(18, 2, le)
+    if not ident_ok:
+        return _bad_ident(data, elf_class, le, machine != loader.machine, abi_ok, header)
+    if header.field(20, 4, le) != 1:
+        return "ELF file version does not match current one"
+    if machine != loader.machine:
+        return "skip"
+    if header.field(16, 2, le) not in (ET_DYN, ET_EXEC):
+        return "only ET_DYN and ET_EXEC can be loaded"
+    phentsize_offset = 54 if loader.elf_class == 64 else 42
+    if header.field(phentsize_offset, 2, le) != (56 if loader.elf_class == 64 else 32):
+        return "ELF file's phentsize not the expected size"
+    return None
+
+
+def _bad_ident(
+    data: bytes, elf_class: int, le: bool, other_machine: bool, abi_ok: bool, header: RawHeader
+) -> str:
+    if not is_elf(data):
+        return "invalid ELF header"
+    if data[4] != elf_class or other_machine:
+        return "skip"
+    if data[5] != (1 if le else 2):
+        return f"ELF file data encoding not {'little' if le else 'big'}-endian"
+    if data[6] != 1:
+        return "ELF file version ident does not match current one"
+    if data[7] not in (ELFOSABI_SYSV, ELFOSABI_GNU):
+        return "ELF file OS ABI invalid"
+    if not abi_ok:
+        return "ELF file ABI version invalid"
+    if not header.padding_zero:
+        return "nonzero padding in e_ident"
+    return "internal error"
+
+
+def _musl_verdict(header: RawHeader, loader: Loader) -> str | None:
+    """musl's map_library: no magic check; a short file, another e_type or program header size
+    (another class) is ENOEXEC. Another machine is not checked at all."""
+    le = loader.little_endian
+    ehdr_size = 64 if loader.elf_class == 64 else 52
+    if len(header.data) < ehdr_size:
+        return "Exec format error"
+    phentsize_offset = 54 if loader.elf_class == 64 else 42
+    if header.field(16, 2, le) not in (ET_DYN, ET_EXEC) or header.field(
+        phentsize_offset, 2, le
+    ) != (56 if loader.elf_class == 64 else 32):
+        return "Exec format error"
+    return None
 
 
 class _Walk:
