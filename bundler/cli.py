@@ -67,8 +67,13 @@ input; 130 interrupted.
     help="glibc-hwcaps levels the target CPU supports, e.g. x86-64-v3,x86-64-v2, or 'none'. "
     "Default: this machine's.",
 )
-@click.option("-j", "--jobs", type=click.IntRange(0, 64), default=0, help="Parser processes "
-              "for many programs (0: one per core).")
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(0, 64),
+    default=0,
+    help="Parser processes for many programs (0: one per core).",
+)
 @click.option("-v", "--verbose", count=True, help="Explain each decision (-vv: every probe).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
 @click.version_option(__version__, prog_name="scratchpack")

@@ -166,6 +166,7 @@ _DT_NAMES: dict[int, str] = {
     if name in ("DT_NEEDED", "DT_SONAME", "DT_RPATH", "DT_RUNPATH", "DT_STRTAB", "DT_FLAGS_1")
 }
 
+
 class _Reader:
     """Bounded reads from one open file; every failure becomes BadElf(path)."""
 

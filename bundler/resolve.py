@@ -197,8 +197,10 @@ class Resolver:
                 if loader.cache is not None
                 else None
             )
-            if cached and nodeflib and any(
-                cached.startswith(d.rstrip("/") + "/") for d in loader.system_dirs
+            if (
+                cached
+                and nodeflib
+                and any(cached.startswith(d.rstrip("/") + "/") for d in loader.system_dirs)
             ):
                 cached = None
             if cached:

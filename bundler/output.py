@@ -1,0 +1,136 @@
+"""The output folder: ours are rootfs/, rootfs.tar.gz, Dockerfile, Dockerfile.distroless.
+
+Each is written beside its final name and renamed into place, so a run killed at any moment
+leaves the previous output or none, never half of one. A lock file makes a second run into the
+same folder wait for the first. Anything else in the folder is never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from bundler.errors import ScratchpackError
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = ".scratchpack.lock"
+TEMP_PREFIX = ".scratchpack-tmp-"
+
+
+class OutputError(ScratchpackError):
+    """The output folder cannot be written (full disk, file size limit, permissions)."""
+
+
+class OutputDir:
+    """An output folder held under its lock for one run."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[OutputDir]:
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(
+                f"{self.path}: cannot create the output folder: {exc.strerror}"
+            ) from None
+        if not self.path.is_dir():
+            raise OutputError(f"{self.path}: is not a folder")
+        lock_path = self.path / LOCK_NAME
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.warning("%s: another scratchpack run is writing here; waiting", self.path)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            self._remove_stale_temps()
+            yield self
+        finally:
+            os.close(fd)
+
+    def _remove_stale_temps(self) -> None:
+        # Left by a run that was killed (SIGKILL leaves no chance to clean up); we hold the lock,
+        # so no live run owns them.
+        for item in self.path.glob(TEMP_PREFIX + "*"):
+            _remove(item)
+
+    def temp_path(self, name: str) -> Path:
+        return self.path / f"{TEMP_PREFIX}{os.getpid()}-{name}"
+
+    def write_file(
+        self, name: str, writer: Callable[[BinaryIO], object], mode: int = 0o644
+    ) -> Path:
+        """Write ``name`` through ``writer`` into a temporary file, then rename it into place."""
+        temp = self.temp_path(name)
+        try:
+            with open(temp, "wb") as handle:
+                writer(handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(temp, mode)
+            os.replace(temp, self.path / name)
+        except BaseException as exc:
+            _remove(temp)
+            if isinstance(exc, OSError):
+                raise _output_error(self.path / name, exc) from None
+            raise
+        return self.path / name
+
+    def write_text(self, name: str, text: str) -> Path:
+        return self.write_file(name, lambda handle: handle.write(text.encode()))
+
+    def replace_tree(self, name: str, builder: Callable[[Path], None]) -> Path:
+        """Build a folder beside ``name`` and swap it in; the old one goes only afterwards."""
+        temp = self.temp_path(name)
+        final = self.path / name
+        try:
+            builder(temp)
+            if final.exists() or final.is_symlink():
+                old = self.temp_path(name + ".old")
+                os.rename(final, old)
+                os.rename(temp, final)
+                _remove(old)
+            else:
+                os.rename(temp, final)
+        except BaseException as exc:
+            _remove(temp)
+            if isinstance(exc, OSError):
+                raise _output_error(final, exc) from None
+            raise
+        return final
+
+    def remove(self, name: str) -> None:
+        """Drop an output of ours that this run does not produce (a stale Dockerfile.distroless)."""
+        _remove(self.path / name)
+
+
+def _output_error(path: Path, exc: OSError) -> OutputError:
+    if exc.errno == errno.ENOSPC:
+        reason = "no space left on the device"
+    elif exc.errno == errno.EFBIG:
+        reason = "file size limit exceeded"
+    else:
+        reason = exc.strerror or str(exc)
+    return OutputError(f"{path}: {reason}; the previous output is unchanged")
+
+
+def _remove(path: Path) -> None:
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("%s: could not remove: %s", path, exc.strerror)

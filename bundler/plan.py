@@ -1,0 +1,284 @@
+"""The staging plan: every directory, file and link the image gets, decided before any write.
+
+Each path the loader opens is added *as spelt*: every symbolic link met on the way (``/lib ->
+usr/lib``, ``libz.so.1 -> libz.so.1.2.13``) becomes a link entry and its target is added in
+turn, so the image holds each byte once and the loader finds every path it was resolved at.
+Files that are hard links of each other stay hard links. Problems (missing libraries, special
+files, setuid bits) are found here, so a run that cannot succeed writes nothing.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import posixpath
+import stat
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from bundler.errors import IncompleteClosure, UsageError
+from bundler.inventory import Binary
+from bundler.rootfs import MAX_SYMLINKS, FsRoot, SymlinkLoop
+
+log = logging.getLogger(__name__)
+
+DIR, FILE, SYMLINK, HARDLINK = "dir", "file", "symlink", "hardlink"
+# What each entry is there for, in the manifest.
+PROGRAM, INTERPRETER, LIBRARY, EXTRA, LINK, PARENT = (
+    "program",
+    "interpreter",
+    "library",
+    "extra",
+    "link",
+    "directory",
+)
+SPECIAL_BITS = stat.S_ISUID | stat.S_ISGID
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One thing in the image."""
+
+    path: str  # in-image, absolute
+    type: str  # DIR, FILE, SYMLINK or HARDLINK
+    mode: int  # permission bits, special bits included when kept
+    kind: str  # why it is there: PROGRAM, INTERPRETER, LIBRARY, EXTRA, LINK, PARENT
+    source: str | None = None  # FILE: host path to read
+    target: str | None = None  # SYMLINK: the link text; HARDLINK: in-image path of its twin
+    size: int = 0
+    mtime: int = 0
+
+
+@dataclass
+class Plan:
+    """Entries by path, plus what the Dockerfile must know."""
+
+    entries: dict[str, Entry] = field(default_factory=dict)
+    programs: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+    def sorted_entries(self) -> list[Entry]:
+        return [self.entries[p] for p in sorted(self.entries)]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(e.size for e in self.entries.values() if e.type == FILE)
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    extras: tuple[str, ...] = ()
+    allow_missing: bool = False
+    keep_setuid: bool = False
+    exclude: tuple[str, ...] = ()  # host paths never to pack (the output folder)
+
+
+class Planner:
+    """Builds a Plan inside one root."""
+
+    def __init__(self, root: FsRoot, options: PlanOptions) -> None:
+        self.root = root
+        self.options = options
+        self.plan = Plan()
+        self._inodes: dict[tuple[int, int], str] = {}
+
+    # -- closures ------------------------------------------------------------------------------
+
+    def add_binaries(self, binaries: Iterable[Binary]) -> None:
+        listed = list(binaries)
+        self._check_complete(listed)
+        for binary in listed:
+            self.add_path(binary.path, PROGRAM)
+            if binary.kind == "dynamic" and binary.interpreter:
+                self.add_path(binary.interpreter, INTERPRETER)
+            for lib in binary.libraries:
+                if lib.ok and lib.path:
+                    self.add_path(lib.path, LIBRARY)
+                    self._add_hwcaps_name(lib.name, lib.path, lib.via)
+
+    def _check_complete(self, binaries: list[Binary]) -> None:
+        problems = [(b, lib) for b in binaries for lib in b.problems]
+        if not problems:
+            return
+        for _binary, lib in problems:
+            what = f"{lib.error} ({lib.path})" if lib.error else "not found"
+            level = logging.WARNING if self.options.allow_missing else logging.ERROR
+            log.log(level, "%s: %s, needed by %s", lib.name, what, " <- ".join(lib.chain))
+        if not self.options.allow_missing:
+            names = sorted({lib.name for _b, lib in problems})
+            raise IncompleteClosure(
+                f"{len(names)} librar{'y' if len(names) == 1 else 'ies'} the loader would not "
+                f"load ({', '.join(names)}); nothing was written (--allow-missing packs anyway)"
+            )
+
+    def _add_hwcaps_name(self, name: str, path: str, via: str) -> None:
+        """ld.so.cache may point into glibc-hwcaps/ at a file named for its version; without the
+        cache the loader looks there by the needed name, so that name must exist too."""
+        if via != "ld.so.cache" or "/glibc-hwcaps/" not in path or "/" in name:
+            return
+        directory, base = posixpath.split(path)
+        alias = posixpath.join(directory, name)
+        if base != name and alias not in self.plan.entries and self.root.lstat(alias) is None:
+            self._put(Entry(alias, SYMLINK, 0o777, LINK, target=base))
+
+    # -- extras --------------------------------------------------------------------------------
+
+    def add_extras(self, specs: Iterable[str]) -> list[str]:
+        """Add --extra paths (files, directories recursively, globs); returns ELF files found."""
+        elf_files: list[str] = []
+        for spec in specs:
+            matches = self._expand_extra(spec)
+            if not matches:
+                where = "" if self.root.is_host else " inside --root (paths there are in-image)"
+                raise UsageError(f"{spec}: --extra matches nothing{where}")
+            for match in matches:
+                elf_files.extend(self._add_extra_tree(match))
+        return elf_files
+
+    def _expand_extra(self, spec: str) -> list[str]:
+        image = spec
+        if not self.root.is_host:
+            inside = self.root.image_path_of_host(spec) if spec.startswith(self.root.top) else None
+            image = inside or spec
+        if not image.startswith("/"):
+            raise UsageError(f"{spec}: --extra takes absolute paths (in-image under --root)")
+        if not any(ch in image for ch in "*?["):
+            return [posixpath.normpath(image)] if self.root.lstat(image) is not None else []
+        return sorted(self._glob(image))
+
+    def _glob(self, pattern: str) -> Iterator[str]:
+        parts = [p for p in pattern.split("/") if p]
+        bases = ["/"]
+        for index, part in enumerate(parts):
+            last = index == len(parts) - 1
+            found: list[str] = []
+            for base in bases:
+                if not any(ch in part for ch in "*?["):
+                    candidate = posixpath.join(base, part)
+                    if self.root.lstat(candidate) is not None:
+                        found.append(candidate)
+                    continue
+                for name in sorted(self.root.listdir(base)):
+                    if fnmatch.fnmatchcase(name, part) and (part.startswith(".") or name[0] != "."):
+                        candidate = posixpath.join(base, name)
+                        if last or self.root.is_dir(candidate):
+                            found.append(candidate)
+            bases = found
+        yield from bases
+
+    def _add_extra_tree(self, path: str) -> list[str]:
+        elf_files: list[str] = []
+        for item in self._walk(path):
+            st = self.root.lstat(item)
+            if st is None:
+                continue
+            mode = st.st_mode
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
+                log.warning("%s: skipped, a %s is not packed", item, _special_name(st.st_mode))
+                continue
+            if self._excluded(item):
+                continue
+            self.add_path(item, EXTRA)
+            if stat.S_ISREG(st.st_mode) and self._is_elf(item):
+                elf_files.append(item)
+        return elf_files
+
+    def _walk(self, path: str) -> Iterator[str]:
+        yield path
+        st = self.root.lstat(path)
+        if st is None or not stat.S_ISDIR(st.st_mode):
+            return
+        for name in sorted(self.root.listdir(path)):
+            yield from self._walk(posixpath.join(path, name))
+
+    def _excluded(self, image_path: str) -> bool:
+        host = self.root.host_path(self.root.resolve(image_path))
+        return any(host == ex or host.startswith(ex + "/") for ex in self.options.exclude)
+
+    def _is_elf(self, image_path: str) -> bool:
+        try:
+            with open(self.root.real_host_path(image_path), "rb") as handle:
+                return handle.read(4) == b"\x7fELF"
+        except OSError:
+            return False
+
+    # -- paths, links and files ----------------------------------------------------------------
+
+    def add_path(self, image_path: str, kind: str) -> None:
+        """Add a path as spelt: each link on the way, then what it finally names."""
+        self._add("/" + image_path.lstrip("/"), kind, 0)
+
+    def _add(self, path: str, kind: str, hops: int) -> None:
+        parts = [p for p in path.split("/") if p and p != "."]
+        current = "/"
+        for index, part in enumerate(parts):
+            if part == "..":
+                current = posixpath.dirname(current)
+                continue
+            candidate = posixpath.join(current, part)
+            st = self.root.lstat(candidate)
+            if st is None:
+                raise UsageError(f"{path}: no such file in the root")
+            last = index == len(parts) - 1
+            if stat.S_ISLNK(st.st_mode):
+                target = os.readlink(self.root.host_path(candidate))
+                mtime = int(st.st_mtime)
+                self._put(Entry(candidate, SYMLINK, 0o777, LINK, target=target, mtime=mtime))
+                if hops >= MAX_SYMLINKS:
+                    raise SymlinkLoop(f"{path}: too many levels of symbolic links")
+                # The target is walked in turn from the link's directory (or the top).
+                base = "/" if target.startswith("/") else current
+                rest = parts[index + 1 :]
+                self._add(posixpath.join(base, target, *rest), kind, hops + 1)
+                return
+            if stat.S_ISDIR(st.st_mode):
+                self._put_dir(candidate, st, kind if last else PARENT)
+                current = candidate
+                continue
+            if not last:
+                raise UsageError(f"{path}: {candidate} is not a directory")
+            self._put_file(candidate, st, kind)
+
+    def _put_dir(self, path: str, st: os.stat_result, kind: str) -> None:
+        if path not in self.plan.entries:
+            mode = stat.S_IMODE(st.st_mode)
+            self._put(Entry(path, DIR, mode, kind, mtime=int(st.st_mtime)))
+
+    def _put_file(self, path: str, st: os.stat_result, kind: str) -> None:
+        if path in self.plan.entries:
+            return
+        if not stat.S_ISREG(st.st_mode):
+            raise UsageError(f"{path}: a {_special_name(st.st_mode)} cannot be packed")
+        mode = stat.S_IMODE(st.st_mode)
+        if mode & SPECIAL_BITS and not self.options.keep_setuid:
+            log.warning("%s: setuid/setgid bits dropped (--keep-setuid keeps them)", path)
+            mode &= ~SPECIAL_BITS
+        mtime = int(st.st_mtime)
+        twin = self._inodes.get((st.st_dev, st.st_ino))
+        if twin is not None:
+            self._put(Entry(path, HARDLINK, mode, kind, target=twin, mtime=mtime))
+            return
+        self._inodes[(st.st_dev, st.st_ino)] = path
+        source = self.root.host_path(path)
+        self._put(Entry(path, FILE, mode, kind, source=source, size=st.st_size, mtime=mtime))
+
+    def _put(self, entry: Entry) -> None:
+        if entry.path == "/":
+            return
+        self.plan.entries.setdefault(entry.path, entry)
+        parent = posixpath.dirname(entry.path)
+        if parent != "/" and parent not in self.plan.entries:
+            st = self.root.lstat(parent)
+            if st is not None and stat.S_ISDIR(st.st_mode):
+                self._put_dir(parent, st, PARENT)
+
+
+def _special_name(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "FIFO"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device node"
+    return "special file"

@@ -1,0 +1,103 @@
+"""Staging and packing: the plan written out as a folder tree and as a reproducible tarball.
+
+Both are made from the plan alone (never by walking what was written), in sorted order, with
+owner root and every mtime clamped to SOURCE_DATE_EPOCH, so the same inputs give the same
+bytes on any machine and in any output folder.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import shutil
+import tarfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import BinaryIO
+
+from bundler.plan import DIR, FILE, HARDLINK, SYMLINK, Entry
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[Entry], None]
+
+
+def clamp(mtime: int, epoch: int) -> int:
+    return min(mtime, epoch)
+
+
+def build_tree(entries: Iterable[Entry], top: Path, epoch: int, progress: Progress | None) -> None:
+    """Write every entry under ``top`` (a new folder). Directory modes and times come last,
+    so a read-only directory does not stop its own children from being written."""
+    top.mkdir()
+    ordered = sorted(entries, key=lambda e: e.path)
+    for entry in ordered:
+        target = top / entry.path.lstrip("/")
+        if entry.type == DIR:
+            target.mkdir(exist_ok=True)
+        elif entry.type == SYMLINK:
+            assert entry.target is not None
+            os.symlink(entry.target, target)
+        elif entry.type == HARDLINK:
+            assert entry.target is not None
+            os.link(top / entry.target.lstrip("/"), target)
+        else:
+            assert entry.source is not None
+            shutil.copyfile(entry.source, target, follow_symlinks=False)
+            os.chmod(target, entry.mode)
+        if entry.type != DIR:
+            _set_times(target, clamp(entry.mtime, epoch))
+        if progress:
+            progress(entry)
+    for entry in reversed(ordered):
+        if entry.type == DIR:
+            target = top / entry.path.lstrip("/")
+            os.chmod(target, entry.mode)
+            _set_times(target, clamp(entry.mtime, epoch))
+    _set_times(top, epoch)
+
+
+def _set_times(path: Path, mtime: int) -> None:
+    os.utime(path, (mtime, mtime), follow_symlinks=False)
+
+
+def write_tarball(
+    entries: Iterable[Entry], handle: BinaryIO, epoch: int, progress: Progress | None
+) -> None:
+    """A gzip'd tar of the entries: sorted, uid/gid 0 with no names, mtimes clamped, GNU format
+    (no PAX time records), gzip header with no file name and time 0."""
+    gz = gzip.GzipFile(filename="", mode="wb", fileobj=handle, mtime=0, compresslevel=9)
+    tar = tarfile.TarFile(
+        fileobj=gz, mode="w", format=tarfile.GNU_FORMAT, encoding="utf-8", errors="surrogateescape"
+    )
+    with gz, tar:
+        for entry in sorted(entries, key=lambda e: e.path):
+            info = _tarinfo(entry, epoch)
+            if entry.type == FILE:
+                assert entry.source is not None
+                with open(entry.source, "rb") as source:
+                    tar.addfile(info, source)
+            else:
+                tar.addfile(info)
+            if progress:
+                progress(entry)
+
+
+def _tarinfo(entry: Entry, epoch: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(entry.path.lstrip("/"))
+    info.mode = entry.mode
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.mtime = clamp(entry.mtime, epoch)
+    if entry.type == DIR:
+        info.type = tarfile.DIRTYPE
+    elif entry.type == SYMLINK:
+        info.type = tarfile.SYMTYPE
+        info.linkname = entry.target or ""
+    elif entry.type == HARDLINK:
+        info.type = tarfile.LNKTYPE
+        info.linkname = (entry.target or "").lstrip("/")
+    else:
+        info.size = entry.size
+    return info
