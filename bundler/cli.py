@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import shlex
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import click
 
 from bundler import __version__, hwcaps
-from bundler.errors import ScratchpackError
+from bundler.dockerfile import ImageConfig, parse_pairs
+from bundler.engine import build_image, connect, verify_image
+from bundler.errors import ScratchpackError, UsageError
 from bundler.inventory import Binary, collect, file_list, to_json
 from bundler.loader import SearchSettings
+from bundler.pack import TARBALL, PackOptions, make_plan, manifest, write_outputs
+from bundler.plan import Entry, Plan, PlanOptions
 from bundler.programs import DEFAULT_PATH
 from bundler.resolve import Resolver
 from bundler.rootfs import FsRoot
@@ -32,6 +41,8 @@ glibc-hwcaps subdirectories and $ORIGIN/$LIB/$PLATFORM.
 
 \b
 Examples:
+  scratchpack redis-server --extra /etc/redis/redis.conf -o out/
+                                           out/rootfs/, out/rootfs.tar.gz, out/Dockerfile
   scratchpack --list redis-server          in-image paths, one per line
   scratchpack --list --json /usr/bin/curl  the closure as JSON, with what is missing
   scratchpack --list --root ./rootfs nginx resolve inside an unpacked image, as chroot would
@@ -47,11 +58,52 @@ input; 130 interrupted.
 @click.option("--list", "list_only", is_flag=True, help="Print the closure; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
 @click.option(
+    "-o",
+    "--output",
+    default="scratchpack-out",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Folder for rootfs/, rootfs.tar.gz and Dockerfile (created; other files left alone).",
+)
+@click.option(
     "--root",
     type=click.Path(file_okay=False),
     default=None,
     help="Resolve inside this unpacked image or sysroot (its PATH, ld.so.cache, links), "
     "never reading outside it.",
+)
+@click.option(
+    "--extra",
+    multiple=True,
+    metavar="PATH",
+    help="Also pack PATH: a file, a folder (recursively) or a glob; ELF files bring their "
+    "closure. Repeatable.",
+)
+@click.option("--allow-missing", is_flag=True, help="Pack even if a library is not found.")
+@click.option("--keep-setuid", is_flag=True, help="Keep setuid/setgid bits (dropped by default).")
+@click.option("--cmd", default=None, metavar="ARGS", help="Default arguments (Dockerfile CMD).")
+@click.option("--env", multiple=True, metavar="KEY=VALUE", help="ENV in the image. Repeatable.")
+@click.option("--expose", multiple=True, metavar="PORT", help="EXPOSE a port. Repeatable.")
+@click.option("--workdir", default=None, metavar="DIR", help="WORKDIR of the image.")
+@click.option("--label", multiple=True, metavar="KEY=VALUE", help="LABEL. Repeatable.")
+@click.option("--user", default=None, metavar="USER", help="USER the image runs as.")
+@click.option(
+    "--distroless",
+    type=click.Choice(["static", "base", "cc"]),
+    default=None,
+    help="Also write Dockerfile.distroless: COPY --from lines onto gcr.io/distroless/VARIANT.",
+)
+@click.option(
+    "--stage", default="build", show_default=True, help="Builder stage name for COPY --from."
+)
+@click.option(
+    "--build", "build_tag", default=None, metavar="TAG", help="docker build the image as TAG."
+)
+@click.option(
+    "--verify",
+    default=None,
+    metavar="ARGS",
+    help="With --build: run the image once with ARGS (e.g. --version); fail if it fails.",
 )
 @click.option(
     "--ld-library-path",
@@ -77,30 +129,108 @@ input; 130 interrupted.
 @click.option("-v", "--verbose", count=True, help="Explain each decision (-vv: every probe).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
 @click.version_option(__version__, prog_name="scratchpack")
-def command(
-    programs: Sequence[str],
-    list_only: bool,
-    as_json: bool,
-    root: str | None,
-    ld_library_path: str | None,
-    hwcaps_option: str | None,
-    jobs: int,
-    verbose: int,
-    quiet: bool,
-) -> None:
-    _configure_logging(verbose, quiet)
-    if not list_only:
-        raise ScratchpackError("nothing to do: pass --list to print the closure")
-    fsroot = FsRoot(root or "/")
-    settings = _settings(fsroot, ld_library_path, hwcaps_option)
+def command(**opts: Any) -> None:
+    _configure_logging(opts["verbose"], opts["quiet"])
+    fsroot = FsRoot(opts["root"] or "/")
+    settings = _settings(fsroot, opts["ld_library_path"], opts["hwcaps_option"])
     search_path = _search_path(fsroot)
     cwd = os.getcwd() if fsroot.is_host else "/"
-    binaries = collect(Resolver(fsroot, settings), programs, search_path, cwd, workers=jobs)
-    _print_listing(binaries, as_json)
-    for binary in binaries:
-        for lib in binary.problems:
-            what = lib.error or "not found"
-            log.warning("%s: %s (needed by %s)", lib.name, what, " <- ".join(lib.chain))
+    resolver = Resolver(fsroot, settings)
+    if opts["list_only"]:
+        binaries = collect(resolver, opts["programs"], search_path, cwd, workers=opts["jobs"])
+        _print_listing(binaries, opts["as_json"])
+        for binary in binaries:
+            for lib in binary.problems:
+                what = lib.error or "not found"
+                log.warning("%s: %s (needed by %s)", lib.name, what, " <- ".join(lib.chain))
+        return
+    if opts["verify"] and not opts["build_tag"]:
+        raise UsageError("--verify needs --build TAG")
+    _pack(opts, resolver, search_path, cwd)
+
+
+def _pack(opts: dict[str, Any], resolver: Resolver, search_path: tuple[str, ...], cwd: str) -> None:
+    output = os.path.abspath(opts["output"])
+    options = PackOptions(
+        output=output,
+        plan=PlanOptions(
+            extras=tuple(opts["extra"]),
+            allow_missing=opts["allow_missing"],
+            keep_setuid=opts["keep_setuid"],
+            exclude=(os.path.realpath(output),),
+        ),
+        image=ImageConfig(
+            entrypoint=(),
+            cmd=tuple(shlex.split(opts["cmd"])) if opts["cmd"] is not None else None,
+            env=parse_pairs(opts["env"], "--env"),
+            expose=tuple(opts["expose"]),
+            workdir=opts["workdir"],
+            labels=parse_pairs(opts["label"], "--label"),
+            user=opts["user"],
+        ),
+        epoch=_source_date_epoch(),
+        distroless=opts["distroless"],
+        stage=opts["stage"],
+        search_path=search_path,
+        cwd=cwd,
+    )
+    baseline = None
+    if resolver.settings.hwcaps != ():
+        baseline = Resolver(resolver.root, replace(resolver.settings, hwcaps=()))
+    plan, binaries = make_plan(resolver, baseline, opts["programs"], options)
+    with _progress(plan, opts["quiet"]) as tick:
+        packed = write_outputs(plan, binaries, options, resolver, tick)
+    if opts["as_json"]:
+        click.echo(json.dumps(manifest(packed), indent=2 if sys.stdout.isatty() else None))
+    if not opts["quiet"]:
+        files = sum(1 for e in plan.entries.values() if e.type == "file")
+        tarball = packed.outputs[TARBALL].stat().st_size
+        click.echo(
+            f"scratchpack: packed {files} files ({_size(plan.total_bytes)}) into {output}: "
+            f"rootfs/, {TARBALL} ({_size(tarball)}), Dockerfile"
+            + (", Dockerfile.distroless" if options.distroless else ""),
+            err=True,
+        )
+    if opts["build_tag"]:
+        _build(opts["build_tag"], opts["verify"], Path(output))
+
+
+def _build(tag: str, verify: str | None, context: Path) -> None:
+    client = connect()
+    image = build_image(client, context, tag)
+    click.echo(f"{image.id} {tag} {_size(image.size)}")
+    if verify:
+        output = verify_image(client, tag, verify)
+        log.info("%s %s: %s", tag, verify, output.strip())
+
+
+@contextlib.contextmanager
+def _progress(plan: Plan, quiet: bool) -> Iterator[Callable[[Entry], None] | None]:
+    """A bar on stderr for long work, when stderr is a terminal; each entry is done twice."""
+    big = len(plan.entries) >= 300 or plan.total_bytes >= 100 << 20
+    if quiet or not big or not sys.stderr.isatty():
+        yield None
+        return
+    with click.progressbar(length=2 * len(plan.entries), label="packing", file=sys.stderr) as bar:
+        yield lambda _entry: bar.update(1)
+
+
+def _source_date_epoch() -> int:
+    value = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if not value:
+        return 0
+    if not value.isdigit():
+        raise UsageError(f"SOURCE_DATE_EPOCH={value!r}: expected whole seconds since 1970")
+    return int(value)
+
+
+def _size(count: int) -> str:
+    size = float(count)
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.2f} {unit}"
+        size /= 1000
+    return f"{count} B"
 
 
 def _settings(
@@ -152,8 +282,19 @@ def _configure_logging(verbose: int, quiet: bool) -> None:
     log.propagate = False
 
 
+class Terminated(Exception):
+    """SIGTERM, turned into an exception so that temporary files are removed on the way out."""
+
+
+def _on_sigterm(_signum: int, _frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: maps every outcome to an exit code, and never shows a traceback."""
+    # A file-size limit must give an error we can report, not kill us halfway through a write.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         command.main(args=list(argv) if argv is not None else None, standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -164,8 +305,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.exceptions.Abort:
         click.echo("scratchpack: interrupted", err=True)
         return EXIT_INTERRUPTED
-    except KeyboardInterrupt:
-        click.echo("scratchpack: interrupted", err=True)
+    except (KeyboardInterrupt, Terminated):
+        click.echo("scratchpack: interrupted; outputs were left as they were", err=True)
         return EXIT_INTERRUPTED
     except ScratchpackError as exc:
         click.echo(f"scratchpack: {exc}", err=True)

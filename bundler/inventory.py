@@ -34,6 +34,7 @@ class Binary:
     interpreter: str | None  # PT_INTERP, the implied loader of a library, or a script's #!
     flavor: str | None  # "glibc", "musl"; None for static programs and scripts
     libraries: tuple[Library, ...]
+    default_dirs: tuple[str, ...] = ()  # the loader's directories when there is no ld.so.cache
 
     @property
     def problems(self) -> tuple[Library, ...]:
@@ -81,7 +82,9 @@ def _script_binary(script: Script) -> Binary:
 def _elf_binary(resolver: Resolver, path: str) -> Binary:
     closure = resolver.resolve(path)
     kind = "static" if closure.flavor is None else "dynamic"
-    return Binary(path, kind, closure.interpreter, closure.flavor, closure.libraries)
+    return Binary(
+        path, kind, closure.interpreter, closure.flavor, closure.libraries, closure.default_dirs
+    )
 
 
 def _prime(resolver: Resolver, paths: list[str], workers: int) -> None:

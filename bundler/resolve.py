@@ -51,6 +51,7 @@ class Closure:
     interpreter: str | None
     flavor: str | None  # "glibc", "musl", or None for static programs
     libraries: tuple[Library, ...]
+    default_dirs: tuple[str, ...] = ()  # where this loader looks without any configuration
 
     @property
     def problems(self) -> tuple[Library, ...]:
@@ -353,6 +354,7 @@ class _Walk:
             interpreter=self.main.info.interpreter,
             flavor=self.loader.flavor,
             libraries=tuple(self.libraries),
+            default_dirs=self.loader.system_dirs,
         )
 
     def _need(self, name: str, requester: _Object) -> None:

@@ -1,0 +1,90 @@
+"""The Docker Engine: build the generated image and run it once. The client is passed in."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bundler.errors import ScratchpackError
+
+log = logging.getLogger(__name__)
+
+
+class EngineUnavailable(ScratchpackError):
+    """No Docker Engine answers."""
+
+
+class BuildFailed(ScratchpackError):
+    """docker build failed."""
+
+    exit_code = 1
+
+
+class VerifyFailed(ScratchpackError):
+    """The image ran and exited non-zero."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    id: str
+    tag: str
+    size: int
+
+
+def connect() -> Any:
+    """A docker SDK client from the environment (DOCKER_HOST & co.), or EngineUnavailable."""
+    try:
+        import docker  # imported here: it costs ~0.2 s and only --build needs it
+    except ImportError:
+        raise EngineUnavailable("the docker Python package is not installed") from None
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:  # the SDK raises several unrelated types for "no engine"
+        raise EngineUnavailable(
+            f"cannot reach the Docker Engine ({_first_line(exc)}); "
+            "is dockerd running, and DOCKER_HOST right?"
+        ) from None
+    return client
+
+
+def build_image(client: Any, context: Path, tag: str, dockerfile: str = "Dockerfile") -> BuiltImage:
+    try:
+        image, logs = client.images.build(
+            path=str(context), dockerfile=dockerfile, tag=tag, rm=True
+        )
+    except Exception as exc:
+        raise BuildFailed(f"{context}: docker build failed: {_first_line(exc)}") from None
+    for chunk in logs:
+        line = str(chunk.get("stream", "")).rstrip() if isinstance(chunk, dict) else ""
+        if line:
+            log.info("%s", line)
+    image.reload()
+    return BuiltImage(id=image.id, tag=tag, size=int(image.attrs.get("Size", 0)))
+
+
+def verify_image(client: Any, tag: str, arguments: str) -> str:
+    """Run the image once with ARGS; its output, or VerifyFailed showing it."""
+    args = shlex.split(arguments)
+    container = client.containers.create(tag, command=args)
+    try:
+        container.start()
+        status = container.wait()
+        output: str = container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
+    finally:
+        container.remove(force=True)
+    code = int(status.get("StatusCode", 1))
+    if code != 0:
+        shown = output.strip().replace("\n", "\n  ") or "(no output)"
+        raise VerifyFailed(f"{tag} {arguments}: exited {code}; its output:\n  {shown}")
+    return output
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or exc.__class__.__name__
+    return text.splitlines()[0]

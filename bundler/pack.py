@@ -1,0 +1,198 @@
+"""Packing, start to end: closures -> plan (every check) -> staging tree, tarball, Dockerfiles.
+
+Nothing is written until the whole plan stands; then each output is swapped into place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import posixpath
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from bundler.dockerfile import ImageConfig, render_distroless, render_scratch, shipped_by_base
+from bundler.inventory import Binary, collect
+from bundler.output import OutputDir
+from bundler.plan import FILE, HARDLINK, SYMLINK, Entry, Plan, Planner, PlanOptions
+from bundler.resolve import Resolver
+from bundler.stage import build_tree, write_tarball
+
+log = logging.getLogger(__name__)
+
+ROOTFS, TARBALL, DOCKERFILE, DISTROLESS = (
+    "rootfs",
+    "rootfs.tar.gz",
+    "Dockerfile",
+    "Dockerfile.distroless",
+)
+LD_SO_CACHE = "/etc/ld.so.cache"
+
+
+@dataclass(frozen=True)
+class PackOptions:
+    output: str
+    plan: PlanOptions
+    image: ImageConfig  # entrypoint is filled in from the first program when empty
+    epoch: int = 0  # SOURCE_DATE_EPOCH: no mtime in the outputs is later
+    distroless: str | None = None
+    stage: str = "build"
+    search_path: tuple[str, ...] = ()
+    cwd: str = "/"
+
+
+@dataclass(frozen=True)
+class Packed:
+    plan: Plan
+    binaries: list[Binary]
+    outputs: dict[str, Path]
+    distroless_paths: list[str]
+
+
+Progress = Callable[[Entry], None]
+
+
+def make_plan(
+    resolver: Resolver, baseline: Resolver | None, specs: Sequence[str], options: PackOptions
+) -> tuple[Plan, list[Binary]]:
+    """Resolve every program and --extra ELF file and turn it all into one plan.
+
+    ``baseline`` resolves as a CPU without any glibc-hwcaps level would: when the closure
+    uses an optimised variant, the plain one goes in too, so the image runs on any CPU."""
+    binaries = collect(resolver, specs, options.search_path, options.cwd)
+    planner = Planner(resolver.root, options.plan)
+    planner.add_binaries(binaries)
+    extra_elves = planner.add_extras(options.plan.extras)
+    if extra_elves:
+        extra_binaries = collect(resolver, extra_elves, options.search_path, options.cwd)
+        planner.add_binaries(extra_binaries)
+        binaries += extra_binaries
+    if baseline is not None and _uses_hwcaps(binaries):
+        log.info("the closure uses glibc-hwcaps variants; adding the baseline ones for other CPUs")
+        paths = [b.path for b in binaries if b.kind != "script"]
+        planner.add_binaries(collect(baseline, paths, options.search_path, options.cwd))
+    plan = planner.plan
+    plan.programs.extend(b.path for b in binaries[:1])
+    if _needs_ld_so_cache(binaries) and resolver.root.is_file(LD_SO_CACHE):
+        log.info("%s goes in: some libraries are found only through it", LD_SO_CACHE)
+        planner.add_path(LD_SO_CACHE, "config")
+    ld_path = resolver.settings.ld_library_path
+    if ld_path and any(lib.via == "LD_LIBRARY_PATH" for b in binaries for lib in b.libraries):
+        plan.env["LD_LIBRARY_PATH"] = ld_path
+    return plan, binaries
+
+
+def _uses_hwcaps(binaries: Sequence[Binary]) -> bool:
+    return any("/glibc-hwcaps/" in (lib.path or "") for b in binaries for lib in b.libraries)
+
+
+def _needs_ld_so_cache(binaries: Sequence[Binary]) -> bool:
+    """A library found through the cache outside the loader's own directories is lost
+    without the cache (a /usr/local/lib or a directory named in ld.so.conf.d)."""
+    for binary in binaries:
+        for lib in binary.libraries:
+            if lib.via == "ld.so.cache" and lib.path:
+                directory = posixpath.dirname(lib.path).split("/glibc-hwcaps/")[0]
+                if directory not in binary.default_dirs:
+                    return True
+    return False
+
+
+def write_outputs(
+    plan: Plan,
+    binaries: list[Binary],
+    options: PackOptions,
+    resolver: Resolver,
+    progress: Progress | None = None,
+) -> Packed:
+    entries = plan.sorted_entries()
+    config = options.image
+    if not config.entrypoint:
+        config = replace(config, entrypoint=(plan.programs[0],))
+    if plan.env:
+        config = replace(config, env=(*sorted(plan.env.items()), *config.env))
+    outputs: dict[str, Path] = {}
+    distroless_paths: list[str] = []
+    with OutputDir(options.output).locked() as out:
+        outputs[ROOTFS] = out.replace_tree(
+            ROOTFS, lambda top: build_tree(entries, top, options.epoch, progress)
+        )
+        outputs[TARBALL] = out.write_file(
+            TARBALL, lambda handle: write_tarball(entries, handle, options.epoch, progress)
+        )
+        outputs[DOCKERFILE] = out.write_text(DOCKERFILE, render_scratch(config, TARBALL))
+        if options.distroless:
+            distroless_paths = _distroless_paths(plan, binaries, resolver, options.distroless)
+            text = render_distroless(config, options.distroless, options.stage, distroless_paths)
+            outputs[DISTROLESS] = out.write_text(DISTROLESS, text)
+    return Packed(plan, binaries, outputs, distroless_paths)
+
+
+def _distroless_paths(
+    plan: Plan, binaries: list[Binary], resolver: Resolver, variant: str
+) -> list[str]:
+    """Every path the loader opens (and every extra) that the base image does not ship."""
+    root = resolver.root
+    shipped_paths, shipped_sonames = shipped_by_base(root, variant)
+    wanted: dict[str, None] = {}
+    for binary in binaries:
+        wanted.setdefault(binary.path)
+        if binary.kind == "dynamic" and binary.interpreter:
+            wanted.setdefault(binary.interpreter)
+        for lib in binary.libraries:
+            if lib.ok and lib.path:
+                wanted.setdefault(lib.path)
+    for entry in plan.sorted_entries():
+        if entry.kind in ("extra", "config") and entry.type in (FILE, HARDLINK, SYMLINK):
+            wanted.setdefault(entry.path)
+
+    def shipped(path: str) -> bool:
+        name = posixpath.basename(path)
+        return (
+            path in shipped_paths or root.resolve(path) in shipped_paths or name in shipped_sonames
+        )
+
+    return [path for path in wanted if not shipped(path)]
+
+
+def manifest(packed: Packed, with_hashes: bool = True) -> dict[str, Any]:
+    """The --json document of a pack: every entry, totals, and the outputs."""
+    files = []
+    for entry in packed.plan.sorted_entries():
+        item: dict[str, Any] = {
+            "path": entry.path,
+            "type": entry.type,
+            "kind": entry.kind,
+            "mode": f"{entry.mode:04o}",
+        }
+        if entry.type == FILE:
+            item.update(source=entry.source, size=entry.size)
+            if with_hashes and entry.source:
+                item["sha256"] = _sha256(entry.source)
+        elif entry.target is not None:
+            item["target"] = entry.target
+        files.append(item)
+    counts: dict[str, int] = {}
+    for entry in packed.plan.entries.values():
+        counts[entry.type] = counts.get(entry.type, 0) + 1
+    return {
+        "programs": [b.path for b in packed.binaries],
+        "files": files,
+        "totals": {"entries": len(files), "bytes": packed.plan.total_bytes, **counts},
+        "outputs": {name: str(path) for name, path in packed.outputs.items()},
+        "missing": [
+            {"soname": lib.name, "needed_by": lib.needed_by, "chain": list(lib.chain)}
+            for b in packed.binaries
+            for lib in b.problems
+        ],
+    }
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
