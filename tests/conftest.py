@@ -32,7 +32,15 @@ CACHE = REPO / ".cache"
 DEBOOTSTRAP_SUITE = "bookworm"
 DEBOOTSTRAP_VARIANT = "minbase"
 # redis-server pulls in redis-tools (redis-cli), libjemalloc, liblzf, libsystemd, libssl3 ...
-DEBOOTSTRAP_INCLUDE = ("redis-server", "redis-tools", "python3", "curl", "libssl3")
+# python3-venv: the docker tests' builder image pip-installs scratchpack into a venv.
+DEBOOTSTRAP_INCLUDE = (
+    "redis-server",
+    "redis-tools",
+    "python3",
+    "python3-venv",
+    "curl",
+    "libssl3",
+)
 DEBOOTSTRAP_DIR = CACHE / f"debootstrap-{DEBOOTSTRAP_SUITE}"
 DEBOOTSTRAP_TIMEOUT = 30 * 60
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
