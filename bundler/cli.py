@@ -139,14 +139,21 @@ def command(**opts: Any) -> None:
     if opts["list_only"]:
         binaries = collect(resolver, opts["programs"], search_path, cwd, workers=opts["jobs"])
         _print_listing(binaries, opts["as_json"])
-        for binary in binaries:
-            for lib in binary.problems:
-                what = lib.error or "not found"
-                log.warning("%s: %s (needed by %s)", lib.name, what, " <- ".join(lib.chain))
+        _warn_missing(resolver, binaries)
         return
     if opts["verify"] and not opts["build_tag"]:
         raise UsageError("--verify needs --build TAG")
     _pack(opts, resolver, search_path, cwd)
+
+
+def _warn_missing(resolver: Resolver, binaries: list[Binary]) -> None:
+    for binary in binaries:
+        for lib in binary.problems:
+            what = lib.error or "not found"
+            log.warning("%s: %s (needed by %s)", lib.name, what, " <- ".join(lib.chain))
+            hint = None if lib.error else resolver.conf_hint(lib.name)
+            if hint:
+                log.warning("  hint: %s", hint)
 
 
 def _pack(opts: dict[str, Any], resolver: Resolver, search_path: tuple[str, ...], cwd: str) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +88,8 @@ def _elf_binary(resolver: Resolver, path: str) -> Binary:
 
 def _prime(resolver: Resolver, paths: list[str], workers: int) -> None:
     """Read the ELF facts of many programs in parallel and hand them to the resolver."""
+    from concurrent.futures import ProcessPoolExecutor  # 10 ms of imports only big runs need
+
     root = resolver.root
     jobs = []
     for path in paths:

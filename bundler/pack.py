@@ -62,7 +62,7 @@ def make_plan(
     ``baseline`` resolves as a CPU without any glibc-hwcaps level would: when the closure
     uses an optimised variant, the plain one goes in too, so the image runs on any CPU."""
     binaries = collect(resolver, specs, options.search_path, options.cwd)
-    planner = Planner(resolver.root, options.plan)
+    planner = Planner(resolver.root, options.plan, hint=resolver.conf_hint)
     planner.add_binaries(binaries)
     extra_elves = planner.add_extras(options.plan.extras)
     if extra_elves:

@@ -14,7 +14,7 @@ import logging
 import os
 import posixpath
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from bundler.errors import IncompleteClosure, UsageError
@@ -77,9 +77,12 @@ class PlanOptions:
 class Planner:
     """Builds a Plan inside one root."""
 
-    def __init__(self, root: FsRoot, options: PlanOptions) -> None:
+    def __init__(
+        self, root: FsRoot, options: PlanOptions, hint: Callable[[str], str | None] | None = None
+    ) -> None:
         self.root = root
         self.options = options
+        self.hint = hint  # explains a missing library (ld.so.conf vs ld.so.cache), if it can
         self.plan = Plan()
         self._inodes: dict[tuple[int, int], str] = {}
 
@@ -105,6 +108,9 @@ class Planner:
             what = f"{lib.error} ({lib.path})" if lib.error else "not found"
             level = logging.WARNING if self.options.allow_missing else logging.ERROR
             log.log(level, "%s: %s, needed by %s", lib.name, what, " <- ".join(lib.chain))
+            hint = self.hint(lib.name) if self.hint and not lib.error else None
+            if hint:
+                log.log(level, "  hint: %s", hint)
         if not self.options.allow_missing:
             names = sorted({lib.name for _b, lib in problems})
             raise IncompleteClosure(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from bundler.elf import ET_DYN, ET_EXEC, ElfInfo, RawHeader, is_elf, peek_header, read_elf
 from bundler.errors import BadElf
+from bundler.ldconfig import LdSoConf, read_ld_so_conf
 from bundler.loader import Loader, LoaderFactory, SearchSettings, implied_interpreter
 from bundler.rootfs import FsRoot, SymlinkLoop
 
@@ -103,6 +104,7 @@ class Resolver:
         self.loaders = LoaderFactory(root, settings)
         self._elf: dict[str, ElfInfo | BadElf] = {}
         self._searches: dict[tuple[object, ...], Candidate] = {}
+        self._conf: LdSoConf | None = None
 
     # -- ELF facts, cached by resolved path ------------------------------------------------
 
@@ -121,6 +123,21 @@ class Resolver:
         if isinstance(found, BadElf):
             raise BadElf(image_path, found.reason)
         return found
+
+    def conf_hint(self, name: str) -> str | None:
+        """Why a missing library may be missing: ld.so.conf names a directory that holds it, but
+        the loader reads only ld.so.cache, which is absent or older than that directory."""
+        if self._conf is None:
+            self._conf = read_ld_so_conf(self.root)
+        if "/" in name:
+            return None
+        for directory in self._conf.directories:
+            if self.root.is_file(posixpath.join(directory, name)):
+                return (
+                    f"{directory} (in ld.so.conf) has {name}, but ld.so.cache does not list it: "
+                    f"run ldconfig{' -r ROOT' if not self.root.is_host else ''} first"
+                )
+        return None
 
     def prime(self, infos: dict[str, ElfInfo]) -> None:
         """Accept ELF facts read elsewhere (by worker processes), keyed by resolved path."""
@@ -377,7 +394,7 @@ class _Walk:
         if isinstance(outcome, str):
             self._missing(name, requester, path, outcome)
             return
-        log.debug("%s => %s (%s, needed by %s)", name, path, via, requester.path)
+        log.info("%s => %s (%s, needed by %s)", name, path, via, requester.path)
         same_file = self.by_file.get(self._identity(path))
         if same_file is not None:
             self.by_name.setdefault(name, same_file)
@@ -397,7 +414,7 @@ class _Walk:
         if (name, requester.path) in self.missing_seen:
             return
         self.missing_seen.add((name, requester.path))
-        log.debug("%s: %s needed by %s", name, error or "not found", requester.path)
+        log.info("%s: %s, needed by %s", name, error or "not found", requester.path)
         self.libraries.append(Library(name, path, requester.path, requester.chain(), error))
 
     # -- the search order --------------------------------------------------------------------

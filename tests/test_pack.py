@@ -272,3 +272,18 @@ def test_root_links_to_host_files_never_reach_the_output(tmp_path: Path) -> None
     blob += gzip.decompress((out / "rootfs.tar.gz").read_bytes()) if out.exists() else b""
     assert b"HOST SECRET CONTENT" not in blob
     assert result.returncode in (0, 2)
+
+
+def test_missing_library_in_a_conf_directory_gets_a_hint(tmp_path: Path) -> None:
+    root = make_root(tmp_path / "root")
+    libc = root / "usr/lib/x86_64-linux-gnu/libc.so.6"
+    (root / "opt/lib").mkdir(parents=True)
+    libc.rename(root / "opt/lib/libc.so.6")
+    (root / "etc/ld.so.conf").write_text("include /etc/ld.so.conf.d/*.conf\n")
+    (root / "etc/ld.so.conf.d").mkdir()
+    (root / "etc/ld.so.conf.d/opt.conf").write_text("/opt/lib\n")
+    result = run("--root", str(root), "/bin/true", "-o", str(tmp_path / "out"))
+    assert result.returncode == 1
+    assert "hint: /opt/lib (in ld.so.conf) has libc.so.6, but ld.so.cache does not list it" in (
+        result.stderr
+    )
