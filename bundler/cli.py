@@ -126,6 +126,19 @@ input; 130 interrupted.
     default=0,
     help="Parser processes for many programs (0: one per core).",
 )
+@click.option(
+    "--dlopen",
+    "dlopen_level",
+    type=click.Choice(["none", "required", "recommended", "suggested"]),
+    default="recommended",
+    show_default=True,
+    help="Follow .note.dlopen entries up to this priority.",
+)
+@click.option(
+    "--no-libgcc-s",
+    is_flag=True,
+    help="Leave out libgcc_s.so.1 (glibc dlopen()s it for pthread_cancel and unwinding).",
+)
 @click.option("-v", "--verbose", count=True, help="Explain each decision (-vv: every probe).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
 @click.version_option(__version__, prog_name="scratchpack")
@@ -133,6 +146,13 @@ def command(**opts: Any) -> None:
     _configure_logging(opts["verbose"], opts["quiet"])
     fsroot = FsRoot(opts["root"] or "/")
     settings = _settings(fsroot, opts["ld_library_path"], opts["hwcaps_option"])
+    levels = ("required", "recommended", "suggested")
+    wanted = (
+        levels[: levels.index(opts["dlopen_level"]) + 1] if opts["dlopen_level"] != "none" else ()
+    )
+    settings = replace(
+        settings, dlopen_priorities=frozenset(wanted), libgcc_s=not opts["no_libgcc_s"]
+    )
     search_path = _search_path(fsroot)
     cwd = os.getcwd() if fsroot.is_host else "/"
     resolver = Resolver(fsroot, settings)

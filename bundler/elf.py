@@ -17,10 +17,11 @@ offsets give a ``BadElf`` naming the file, never a huge read or a traceback.
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any
 
@@ -61,6 +62,16 @@ class ElfIdent:
 
 
 @dataclass(frozen=True)
+class DlopenDependency:
+    """One entry of a .note.dlopen note: libraries the object dlopen()s for a feature."""
+
+    feature: str
+    priority: str  # "required", "recommended" or "suggested"
+    sonames: tuple[str, ...]  # alternatives, tried in order
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class ElfInfo:
     """What the dynamic loader needs to know about one ELF file."""
 
@@ -72,6 +83,7 @@ class ElfInfo:
     rpath: str | None  # DT_RPATH, as written (':'-separated, with $ORIGIN & co.)
     runpath: str | None  # DT_RUNPATH
     flags_1: int  # DT_FLAGS_1
+    dlopen: tuple[DlopenDependency, ...] = ()  # from .note.dlopen (FDO dlopen metadata)
 
     @property
     def nodeflib(self) -> bool:
@@ -158,7 +170,16 @@ def _layouts(elf_class: int, little_endian: bool) -> tuple[_Layout, _Layout, _La
     )
 
 
-PT_LOAD, PT_DYNAMIC, PT_INTERP = 1, 2, 3
+@cache
+def _note_layout(elf_class: int, little_endian: bool) -> _Layout:
+    return _compile(_structs(elf_class, little_endian).Elf_Nhdr, little_endian)
+
+
+PT_LOAD, PT_DYNAMIC, PT_INTERP, PT_NOTE = 1, 2, 3, 4
+# The UAPI group's dlopen metadata note (uapi-group.org/specifications/specs/elf_dlopen_metadata)
+NOTE_DLOPEN_OWNER, NOTE_DLOPEN_TYPE = b"FDO", 0x407C0C0A
+DLOPEN_PRIORITIES = ("required", "recommended", "suggested")
+MAX_NOTE_BYTES = 1 << 20
 DT_NULL = ENUM_D_TAG_COMMON["DT_NULL"]
 _DT_NAMES: dict[int, str] = {
     value: name
@@ -237,7 +258,9 @@ def _parse(reader: _Reader) -> ElfInfo:
     if dynamic is None:
         return ElfInfo(elf_ident, interpreter, False, (), None, None, None, 0)
     entries = _dynamic_entries(reader, dyn, dynamic)
-    return _with_dynamic(reader, elf_ident, interpreter, segments, entries)
+    info = _with_dynamic(reader, elf_ident, interpreter, segments, entries)
+    notes = _dlopen_notes(reader, _note_layout(elf_class, little_endian), segments)
+    return replace(info, dlopen=notes) if notes else info
 
 
 def _program_headers(
@@ -317,3 +340,65 @@ def _file_offset(
         if seg["p_type"] == PT_LOAD and seg["p_vaddr"] <= vaddr < seg["p_vaddr"] + seg["p_filesz"]:
             return vaddr - seg["p_vaddr"] + seg["p_offset"]
     raise BadElf(reader.path, f"{what} address {vaddr:#x} is in no loaded segment")
+
+
+def _dlopen_notes(
+    reader: _Reader, layout: _Layout, segments: list[dict[str, int]]
+) -> tuple[DlopenDependency, ...]:
+    found: list[DlopenDependency] = []
+    for seg in segments:
+        if seg["p_type"] != PT_NOTE or seg["p_filesz"] > MAX_NOTE_BYTES:
+            continue
+        raw = reader.read(seg["p_offset"], seg["p_filesz"], "PT_NOTE segment")
+        align = 8 if seg["p_align"] == 8 else 4
+        for owner, note_type, desc in _notes(raw, layout, align):
+            if owner == NOTE_DLOPEN_OWNER and note_type == NOTE_DLOPEN_TYPE:
+                found.extend(_parse_dlopen(reader.path, desc))
+    return tuple(found)
+
+
+def _notes(raw: bytes, layout: _Layout, align: int) -> Iterator[tuple[bytes, int, bytes]]:
+    """(owner, type, descriptor) of each note; a truncated note ends the walk, as readelf's."""
+    offset, size = 0, layout.packer.size
+    while offset + size <= len(raw):
+        namesz, descsz, note_type = layout.packer.unpack_from(raw, offset)
+        name_start = offset + size
+        desc_start = name_start + _round_up(namesz, align)
+        end = desc_start + _round_up(descsz, align)
+        if desc_start + descsz > len(raw):
+            return
+        yield (
+            raw[name_start : name_start + namesz].rstrip(b"\0"),
+            note_type,
+            raw[desc_start : desc_start + descsz],
+        )
+        offset = end
+
+
+def _round_up(value: int, align: int) -> int:
+    return (value + align - 1) // align * align
+
+
+def _parse_dlopen(path: str, desc: bytes) -> list[DlopenDependency]:
+    try:
+        document = json.loads(desc.rstrip(b"\0").decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise BadElf(path, ".note.dlopen holds no valid JSON") from None
+    items = document if isinstance(document, list) else [document]  # older single-object form
+    deps = []
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("soname"), list):
+            raise BadElf(path, ".note.dlopen entry without a soname list")
+        sonames = tuple(str(name) for name in item["soname"] if isinstance(name, str))
+        priority = str(item.get("priority", "recommended"))
+        if priority not in DLOPEN_PRIORITIES:
+            priority = "recommended"
+        deps.append(
+            DlopenDependency(
+                feature=str(item.get("feature", "")),
+                priority=priority,
+                sonames=sonames,
+                description=str(item.get("description", "")),
+            )
+        )
+    return deps

@@ -134,6 +134,8 @@ def _binary_json(binary: Binary) -> dict[str, Any]:
     libraries = []
     for lib in binary.libraries:
         item: dict[str, Any] = {"soname": lib.name, "path": lib.path if lib.ok else None}
+        if lib.via:
+            item["via"] = lib.via
         if lib.error:
             item["error"] = lib.error
             item["file"] = lib.path

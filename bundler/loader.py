@@ -65,6 +65,10 @@ class SearchSettings:
     cpu_flags: frozenset[str] = frozenset()
     hwcaps: tuple[str, ...] | None = None  # glibc-hwcaps levels; None: what cpu_flags support
     cwd: str = "/"  # relative search directories are relative to the process's directory
+    # Beyond DT_NEEDED: .note.dlopen entries of these priorities, and libgcc_s.so.1, which
+    # glibc's libc dlopen()s for pthread_cancel and unwinding.
+    dlopen_priorities: frozenset[str] = frozenset({"required", "recommended"})
+    libgcc_s: bool = True
 
 
 @dataclass(frozen=True)

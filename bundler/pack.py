@@ -79,7 +79,8 @@ def make_plan(
         log.info("%s goes in: some libraries are found only through it", LD_SO_CACHE)
         planner.add_path(LD_SO_CACHE, "config")
     ld_path = resolver.settings.ld_library_path
-    if ld_path and any(lib.via == "LD_LIBRARY_PATH" for b in binaries for lib in b.libraries):
+    vias = (lib.via for b in binaries for lib in b.libraries)
+    if ld_path and any(via.endswith("LD_LIBRARY_PATH") for via in vias):
         plan.env["LD_LIBRARY_PATH"] = ld_path
     return plan, binaries
 
@@ -93,7 +94,7 @@ def _needs_ld_so_cache(binaries: Sequence[Binary]) -> bool:
     without the cache (a /usr/local/lib or a directory named in ld.so.conf.d)."""
     for binary in binaries:
         for lib in binary.libraries:
-            if lib.via == "ld.so.cache" and lib.path:
+            if lib.via.endswith("ld.so.cache") and lib.path:
                 directory = posixpath.dirname(lib.path).split("/glibc-hwcaps/")[0]
                 if directory not in binary.default_dirs:
                     return True

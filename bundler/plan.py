@@ -121,7 +121,7 @@ class Planner:
     def _add_hwcaps_name(self, name: str, path: str, via: str) -> None:
         """ld.so.cache may point into glibc-hwcaps/ at a file named for its version; without the
         cache the loader looks there by the needed name, so that name must exist too."""
-        if via != "ld.so.cache" or "/glibc-hwcaps/" not in path or "/" in name:
+        if not via.endswith("ld.so.cache") or "/glibc-hwcaps/" not in path or "/" in name:
             return
         directory, base = posixpath.split(path)
         alias = posixpath.join(directory, name)

@@ -36,7 +36,13 @@ class Script:
 def locate(root: FsRoot, spec: str, search_path: tuple[str, ...], cwd: str) -> str:
     """The image path of a program given as a path (absolute or relative) or a name on PATH."""
     if "/" not in spec:
-        return _on_path(root, spec, search_path)
+        try:
+            return _on_path(root, spec, search_path)
+        except ProgramNotFound:
+            # Not on PATH, but a file of that name here: the user meant it (as ldd takes it).
+            if root.is_host and root.is_file(posixpath.join(cwd, spec)):
+                return posixpath.join(cwd, spec)
+            raise
     host_inside = None if root.is_host else root.image_path_of_host(spec)
     if host_inside is not None and spec.startswith("/"):
         image = host_inside  # a host path into the root's tree: take it as that image path

@@ -36,7 +36,8 @@ class Library:
     needed_by: str
     chain: tuple[str, ...]  # needed_by, its loader, ... up to the program
     error: str | None = None  # the loader would stop at this file (e.g. "invalid ELF header")
-    via: str = ""  # rpath, LD_LIBRARY_PATH, runpath, ld.so.cache, default, path or loader
+    via: str = ""  # rpath, LD_LIBRARY_PATH, runpath, ld.so.cache, default, path, loader;
+    # "dlopen via ..." / "libc dlopen via ..." for what is loaded at run time
 
     @property
     def ok(self) -> bool:
@@ -148,6 +149,9 @@ class Resolver:
     def resolve(self, program: str, info: ElfInfo | None = None) -> Closure:
         """The closure of an ELF program or library at image path ``program``."""
         info = info or self.elf(program)
+        if info.ident.file_type not in (ET_EXEC, ET_DYN):
+            kind = {1: "a relocatable object", 4: "a core dump"}.get(info.ident.file_type, "")
+            raise BadElf(program, f"{kind or 'an ELF file'} is not a program or library")
         interpreter = info.interpreter or (implied_interpreter(info) if info.needed else None)
         if interpreter is None:
             return Closure(program, info, None, None, ())
@@ -172,10 +176,9 @@ class Resolver:
         verdict = (_musl_verdict if loader.is_musl else _glibc_verdict)(header, loader)
         if verdict is not None:
             return SKIP if verdict == "skip" else (path, verdict)
-        try:
-            info = self.elf(path)
-        except BadElf as exc:
-            return (path, exc.reason)
+        # The loader would map this file; if it is malformed past the header, that is bad input
+        # (a one-line error naming it), not a library the loader merely skips.
+        info = self.elf(path)
         if info.ident.file_type == ET_EXEC and not loader.is_musl:
             return (path, "cannot dynamically load executable")
         return (path, info)
@@ -359,12 +362,18 @@ class _Walk:
         return f"{st.st_dev}:{st.st_ino}" if st is not None else self.root.resolve(path)
 
     def run(self) -> Closure:
-        index = 0
-        while index < len(self.objects):
-            obj = self.objects[index]
-            index += 1
-            for name in obj.info.needed:
-                self._need(name, obj)
+        """DT_NEEDED breadth first; then, object by object, what each one dlopen()s, whose own
+        DT_NEEDED are loaded breadth first again."""
+        index = dlopen_index = 0
+        while index < len(self.objects) or dlopen_index < len(self.objects):
+            if index < len(self.objects):
+                obj = self.objects[index]
+                index += 1
+                for name in obj.info.needed:
+                    self._need(name, obj)
+                continue
+            self._dlopen(self.objects[dlopen_index])
+            dlopen_index += 1
         return Closure(
             program=self.main.path,
             info=self.main.info,
@@ -374,7 +383,31 @@ class _Walk:
             default_dirs=self.loader.system_dirs,
         )
 
-    def _need(self, name: str, requester: _Object) -> None:
+    def _dlopen(self, obj: _Object) -> None:
+        """dlopen() searches as DT_NEEDED does from the calling object; the first soname of an
+        entry that loads satisfies it."""
+        wanted = [d for d in obj.info.dlopen if d.priority in self.settings.dlopen_priorities]
+        for dep in wanted:
+            if not any(self._need(n, obj, via="dlopen", report=False) for n in dep.sonames):
+                what = f"{' or '.join(dep.sonames)} ({dep.priority} by .note.dlopen"
+                what += f", feature {dep.feature})" if dep.feature else ")"
+                if dep.priority == "required":
+                    self._missing(" or ".join(dep.sonames), obj, None, None)
+                else:
+                    log.warning("%s not found, dlopen()ed by %s", what, obj.path)
+        if self._wants_libgcc_s(obj):
+            self._need("libgcc_s.so.1", obj, via="libc dlopen", report=False)
+
+    def _wants_libgcc_s(self, obj: _Object) -> bool:
+        return (
+            self.settings.libgcc_s
+            and not self.loader.is_musl
+            and obj.info.soname == "libc.so.6"
+            and "libgcc_s.so.1" not in self.by_name
+        )
+
+    def _need(self, name: str, requester: _Object, via: str = "", report: bool = True) -> bool:
+        """Load ``name`` for ``requester``; False when the loader would not find it."""
         known = self._known(name)
         if known is not None:
             if known is self.interp_object and not self.interp_listed:
@@ -385,25 +418,29 @@ class _Walk:
                 self.libraries.append(listed)
             if not self.loader.is_musl:
                 self.by_name.setdefault(name, known)
-            return
-        found, via = self._search(name, requester)
+            return True
+        found, how = self._search(name, requester)
         if isinstance(found, _Skip):
-            self._missing(name, requester, None, None)
-            return
+            if report:
+                self._missing(name, requester, None, None)
+            return False
         path, outcome = found
         if isinstance(outcome, str):
-            self._missing(name, requester, path, outcome)
-            return
+            if report:
+                self._missing(name, requester, path, outcome)
+            return False
+        via = f"{via} via {how}" if via else how
         log.info("%s => %s (%s, needed by %s)", name, path, via, requester.path)
         same_file = self.by_file.get(self._identity(path))
         if same_file is not None:
             self.by_name.setdefault(name, same_file)
-            return
+            return True
         origin = posixpath.dirname(path)
         obj = _Object(path, outcome, requester, origin)
         self.objects.append(obj)
         self._register(obj, (name,))
         self.libraries.append(Library(name, path, requester.path, requester.chain(), via=via))
+        return True
 
     def _known(self, name: str) -> _Object | None:
         if self.loader.is_musl and _musl_reserved(name) and self.interp_object is not None:

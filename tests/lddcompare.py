@@ -195,7 +195,18 @@ def run_scratchpack(
     full_env.update(env or {})
     full_env["PYTHONPATH"] = REPO + os.pathsep + full_env.get("PYTHONPATH", "")
     proc = subprocess.run(
-        [*scratchpack_cmd(), "--list", "--json", *extra, "--", *programs],
+        # ldd shows what the loader maps at start-up: no dlopen()ed libraries.
+        [
+            *scratchpack_cmd(),
+            "--list",
+            "--json",
+            "--dlopen",
+            "none",
+            "--no-libgcc-s",
+            *extra,
+            "--",
+            *programs,
+        ],
         capture_output=True,
         text=True,
         env=full_env,

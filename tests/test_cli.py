@@ -114,7 +114,7 @@ def test_root_resolves_inside_the_root(tmp_path: Path) -> None:
     (binary,) = json.loads(result.stdout)["binaries"]
     assert binary["path"] == "/usr/bin/true"  # found on the root's PATH
     assert binary["libraries"] == [
-        {"soname": "libc.so.6", "path": "/lib/x86_64-linux-gnu/libc.so.6"}
+        {"soname": "libc.so.6", "path": "/lib/x86_64-linux-gnu/libc.so.6", "via": "default"}
     ]
 
 
@@ -164,3 +164,17 @@ def test_many_programs_same_answer_with_and_without_workers(
     pooled = capsys.readouterr().out
     assert single == pooled
     assert len(json.loads(single)["binaries"]) == len(libs)
+
+
+def test_relocatable_object_is_not_a_program(tmp_path: Path) -> None:
+    if shutil.which("gcc") is None:
+        pytest.skip("needs gcc")
+    source = tmp_path / "r.c"
+    source.write_text("int f(void) { return 1; }\n")
+    subprocess.run(["gcc", "-c", str(source), "-o", str(tmp_path / "r.o")], check=True)
+    result = run("--list", str(tmp_path / "r.o"))
+    assert result.returncode == 2
+    assert (
+        result.stderr
+        == f"scratchpack: {tmp_path}/r.o: a relocatable object is not a program or library\n"
+    )

@@ -46,8 +46,14 @@ def elf_files(top: str, dirs: Iterable[str] = CORPUS_DIRS) -> list[str]:
                     if not stat.S_ISREG(os.lstat(p).st_mode):
                         continue
                     with open(p, "rb") as f:
-                        if f.read(4) != b"\x7fELF":
-                            continue
+                        head = f.read(18)
+                    # Programs and libraries only (ET_EXEC, ET_DYN): scratchpack refuses
+                    # relocatable objects (crt1.o, ...) as bad input, and ldd has nothing to say.
+                    if head[:4] != b"\x7fELF" or int.from_bytes(head[16:18], "little") not in (
+                        2,
+                        3,
+                    ):
+                        continue
                 except OSError:
                     continue
                 found.append("/" + os.path.relpath(p, top) if top != "/" else p)
