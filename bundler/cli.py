@@ -27,6 +27,7 @@ from bundler.plan import Entry, Plan, PlanOptions
 from bundler.programs import DEFAULT_PATH
 from bundler.resolve import Resolver
 from bundler.rootfs import FsRoot
+from bundler.runtime import GROUPS
 
 log = logging.getLogger("bundler")
 
@@ -79,6 +80,37 @@ input; 130 interrupted.
     help="Also pack PATH: a file, a folder (recursively) or a glob; ELF files bring their "
     "closure. Repeatable.",
 )
+@click.option(
+    "--with",
+    "with_groups",
+    multiple=True,
+    type=click.Choice(list(GROUPS)),
+    help="Run-time files ldd cannot see: nss (nsswitch.conf and its modules), certs (CA bundle, "
+    "SSL_CERT_FILE), tzdata, users (passwd/group as distroless), tmp (/tmp 1777), gconv "
+    "(iconv modules); base = nss+certs+tzdata+users+tmp. Repeatable.",
+)
+@click.option(
+    "--tz", default=None, metavar="ZONE", help="With --with tzdata: only ZONE, as /etc/localtime."
+)
+@click.option(
+    "--mkdir",
+    multiple=True,
+    metavar="PATH[:MODE[:OWNER]]",
+    help="An empty folder in the image (owner by name or id; default the --user). Repeatable.",
+)
+@click.option(
+    "--trace",
+    multiple=True,
+    metavar="ARGS",
+    help="Run the program once with ARGS under strace (chroot under --root) and pack every file "
+    "it opened: dlopen()ed modules, Python's stdlib, data. Repeatable.",
+)
+@click.option(
+    "--trace-ok-exit",
+    default="0",
+    metavar="CODES",
+    help="Exit codes of a traced run that are fine (comma list).",
+)
 @click.option("--allow-missing", is_flag=True, help="Pack even if a library is not found.")
 @click.option("--keep-setuid", is_flag=True, help="Keep setuid/setgid bits (dropped by default).")
 @click.option("--cmd", default=None, metavar="ARGS", help="Default arguments (Dockerfile CMD).")
@@ -86,7 +118,12 @@ input; 130 interrupted.
 @click.option("--expose", multiple=True, metavar="PORT", help="EXPOSE a port. Repeatable.")
 @click.option("--workdir", default=None, metavar="DIR", help="WORKDIR of the image.")
 @click.option("--label", multiple=True, metavar="KEY=VALUE", help="LABEL. Repeatable.")
-@click.option("--user", default=None, metavar="USER", help="USER the image runs as.")
+@click.option(
+    "--user",
+    default=None,
+    metavar="USER",
+    help="USER the image runs as; a name's passwd and group entries are copied from the root.",
+)
 @click.option(
     "--distroless",
     type=click.Choice(["static", "base", "cc"]),
@@ -200,6 +237,12 @@ def _pack(opts: dict[str, Any], resolver: Resolver, search_path: tuple[str, ...]
         stage=opts["stage"],
         search_path=search_path,
         cwd=cwd,
+        with_groups=tuple(opts["with_groups"]),
+        tz=opts["tz"],
+        user=opts["user"],
+        mkdirs=tuple(opts["mkdir"]),
+        traces=tuple(opts["trace"]),
+        trace_ok_exits=_exit_codes(opts["trace_ok_exit"]),
     )
     baseline = None
     if resolver.settings.hwcaps != ():
@@ -240,6 +283,13 @@ def _progress(plan: Plan, quiet: bool) -> Iterator[Callable[[Entry], None] | Non
         return
     with click.progressbar(length=2 * len(plan.entries), label="packing", file=sys.stderr) as bar:
         yield lambda _entry: bar.update(1)
+
+
+def _exit_codes(text: str) -> frozenset[int]:
+    try:
+        return frozenset(int(code) for code in text.split(",") if code.strip())
+    except ValueError:
+        raise UsageError(f"--trace-ok-exit {text!r}: expected numbers like 0,1") from None
 
 
 def _source_date_epoch() -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import posixpath
+import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,6 +19,7 @@ from bundler.inventory import Binary, collect
 from bundler.output import OutputDir
 from bundler.plan import FILE, HARDLINK, SYMLINK, Entry, Plan, Planner, PlanOptions
 from bundler.resolve import Resolver
+from bundler.runtime import Runtime
 from bundler.stage import build_tree, write_tarball
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,12 @@ class PackOptions:
     stage: str = "build"
     search_path: tuple[str, ...] = ()
     cwd: str = "/"
+    with_groups: tuple[str, ...] = ()  # --with: nss, certs, tzdata, users, tmp, gconv, base
+    tz: str | None = None
+    user: str | None = None  # --user: its account goes into the image
+    mkdirs: tuple[str, ...] = ()
+    traces: tuple[str, ...] = ()  # --trace ARGS, one run each
+    trace_ok_exits: frozenset[int] = frozenset({0})
 
 
 @dataclass(frozen=True)
@@ -65,8 +73,12 @@ def make_plan(
     planner = Planner(resolver.root, options.plan, hint=resolver.conf_hint)
     planner.add_binaries(binaries)
     extra_elves = planner.add_extras(options.plan.extras)
+    extra_elves += _add_runtime(planner, resolver, binaries, options)
+    extra_elves += _add_traced(planner, resolver, binaries, options)
     if extra_elves:
-        extra_binaries = collect(resolver, extra_elves, options.search_path, options.cwd)
+        known = {b.path for b in binaries}
+        wanted = list(dict.fromkeys(p for p in extra_elves if p not in known))
+        extra_binaries = collect(resolver, wanted, options.search_path, options.cwd)
         planner.add_binaries(extra_binaries)
         binaries += extra_binaries
     if baseline is not None and _uses_hwcaps(binaries):
@@ -83,6 +95,77 @@ def make_plan(
     if ld_path and any(via.endswith("LD_LIBRARY_PATH") for via in vias):
         plan.env["LD_LIBRARY_PATH"] = ld_path
     return plan, binaries
+
+
+def _add_runtime(
+    planner: Planner, resolver: Resolver, binaries: list[Binary], options: PackOptions
+) -> list[str]:
+    """--with groups, --user and --mkdir; returns the ELF files (NSS modules...) to resolve."""
+    if not (options.with_groups or options.user or options.mkdirs):
+        return []
+    glibc = _first_glibc(resolver, binaries)
+    loader = resolver.loader_of(glibc) if glibc else None
+    runtime = Runtime(resolver.root, loader.version if loader else (2, 36))
+    runtime.groups(options.with_groups, options.tz)
+    if options.user:
+        runtime.user(options.user)
+    for spec in options.mkdirs:
+        runtime.mkdir(spec)
+    added = runtime.add
+    elves = planner.add_extras(added.paths)
+    present = [p for p in added.optional_paths if resolver.root.lstat(p) is not None]
+    elves += planner.add_extras(present)
+    for path, data in sorted(added.generated.items()):
+        planner.add_generated(path, data)
+    for path, target in sorted(added.links.items()):
+        planner.add_symlink(path, target)
+    for new in added.directories:
+        planner.add_directory(new.path, new.mode, new.uid, new.gid)
+    planner.plan.env.update(added.env)
+    for soname in added.libraries:
+        found = resolver.find_library(soname, glibc) if glibc else None
+        if found is None:
+            log.warning("%s: not in the root; its NSS service is left out", soname)
+            continue
+        log.info("%s => %s (named in nsswitch.conf)", soname, found)
+        elves.append(found)
+    return elves
+
+
+def _first_glibc(resolver: Resolver, binaries: Sequence[Binary]) -> str | None:
+    return next((b.path for b in binaries if b.flavor == "glibc"), None)
+
+
+def _add_traced(
+    planner: Planner, resolver: Resolver, binaries: list[Binary], options: PackOptions
+) -> list[str]:
+    """--trace: run the first program once per ARGS and keep what it opened."""
+    if not options.traces:
+        return []
+    from bundler.trace import trace_program  # strace is only needed here
+
+    program = binaries[0].path  # the entrypoint; a script runs through its #! as it would
+    elves: list[str] = []
+    for arguments in options.traces:
+        result = trace_program(
+            resolver.root,
+            program,
+            shlex.split(arguments),
+            ok_exits=options.trace_ok_exits,
+            exclude=options.plan.exclude,
+        )
+        log.info("traced %s %s: %d files", program, arguments, len(result.files))
+        for path in result.files:
+            if path in planner.plan.entries:
+                continue
+            log.info("%s: added, the traced program %s it", path, result.reasons.get(path, "used"))
+            planner.add_path(path, "traced")
+            if planner.is_elf(path):
+                elves.append(path)
+        for directory in result.directories:
+            if resolver.root.lstat(directory) is not None:
+                planner.add_path(directory, "traced")
+    return elves
 
 
 def _uses_hwcaps(binaries: Sequence[Binary]) -> bool:
@@ -169,8 +252,10 @@ def manifest(packed: Packed, with_hashes: bool = True) -> dict[str, Any]:
             "mode": f"{entry.mode:04o}",
         }
         if entry.type == FILE:
-            item.update(source=entry.source, size=entry.size)
-            if with_hashes and entry.source:
+            item.update(source=entry.source or "generated", size=entry.size)
+            if with_hashes and entry.data is not None:
+                item["sha256"] = hashlib.sha256(entry.data).hexdigest()
+            elif with_hashes and entry.source:
                 item["sha256"] = _sha256(entry.source)
         elif entry.target is not None:
             item["target"] = entry.target

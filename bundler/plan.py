@@ -48,6 +48,9 @@ class Entry:
     target: str | None = None  # SYMLINK: the link text; HARDLINK: in-image path of its twin
     size: int = 0
     mtime: int = 0
+    data: bytes | None = None  # FILE made by scratchpack (passwd, nsswitch.conf): its content
+    uid: int = 0
+    gid: int = 0
 
 
 @dataclass
@@ -186,7 +189,7 @@ class Planner:
             if self._excluded(item):
                 continue
             self.add_path(item, EXTRA)
-            if stat.S_ISREG(st.st_mode) and self._is_elf(item):
+            if stat.S_ISREG(st.st_mode) and self.is_elf(item):
                 elf_files.append(item)
         return elf_files
 
@@ -202,7 +205,7 @@ class Planner:
         host = self.root.host_path(self.root.resolve(image_path))
         return any(host == ex or host.startswith(ex + "/") for ex in self.options.exclude)
 
-    def _is_elf(self, image_path: str) -> bool:
+    def is_elf(self, image_path: str) -> bool:
         try:
             with open(self.root.real_host_path(image_path), "rb") as handle:
                 return handle.read(4) == b"\x7fELF"
@@ -278,6 +281,45 @@ class Planner:
             st = self.root.lstat(parent)
             if st is not None and stat.S_ISDIR(st.st_mode):
                 self._put_dir(parent, st, PARENT)
+
+    # -- things the root does not have --------------------------------------------------------
+
+    def add_generated(self, path: str, data: bytes, mode: int = 0o644, kind: str = EXTRA) -> None:
+        """A file scratchpack writes itself; it replaces a file of the root planned there."""
+        real = self._new_path(path)
+        entry = Entry(real, FILE, mode, kind, size=len(data), data=data)
+        self.plan.entries[real] = entry
+
+    def add_symlink(self, path: str, target: str) -> None:
+        real = self._new_path(path)
+        self.plan.entries[real] = Entry(real, SYMLINK, 0o777, LINK, target=target)
+
+    def add_directory(self, path: str, mode: int, uid: int = 0, gid: int = 0) -> None:
+        """An (empty) directory with its own mode and owner (--mkdir, /tmp)."""
+        real = self._new_path(path)
+        self.plan.entries[real] = Entry(real, DIR, mode, EXTRA, uid=uid, gid=gid)
+
+    def _new_path(self, path: str) -> str:
+        """Where a new path lands: its deepest existing ancestor is added as spelt (links and
+        all, e.g. /var/run -> /run) and the rest is created below what that resolves to."""
+        path = posixpath.normpath("/" + path.lstrip("/"))
+        parent = posixpath.dirname(path)
+        existing = parent
+        while existing != "/" and self.root.lstat(existing) is None:
+            existing = posixpath.dirname(existing)
+        if existing != "/":
+            self.add_path(existing, PARENT)
+        base = self.root.resolve(existing)
+        real_parent = posixpath.join(base, posixpath.relpath(parent, existing))
+        real_parent = posixpath.normpath(real_parent)
+        self._ensure_dirs(real_parent)
+        return posixpath.join(real_parent, posixpath.basename(path))
+
+    def _ensure_dirs(self, directory: str) -> None:
+        if directory == "/" or directory in self.plan.entries:
+            return
+        self._ensure_dirs(posixpath.dirname(directory))
+        self.plan.entries[directory] = Entry(directory, DIR, 0o755, PARENT)
 
 
 def _special_name(mode: int) -> str:

@@ -125,6 +125,37 @@ class Resolver:
             raise BadElf(image_path, found.reason)
         return found
 
+    def loader_of(self, program: str) -> Loader | None:
+        """The loader a program (or a library, by its libc) runs under; None when static."""
+        info = self.elf(program)
+        interpreter = info.interpreter or implied_interpreter(info)
+        return self.loaders.get(interpreter, info.ident) if interpreter else None
+
+    def find_library(self, name: str, program: str) -> str | None:
+        """Where dlopen(name) from the C library finds a file in a process of ``program``:
+        LD_LIBRARY_PATH, ld.so.cache, the default directories (libc has no RPATH/RUNPATH)."""
+        loader = self.loader_of(program)
+        if loader is None:
+            return None
+        ld_path = self.settings.ld_library_path
+        steps: list[tuple[str, ...] | None] = []
+        if ld_path:
+            separators = ":\n" if loader.is_musl else ":;"
+            steps.append(tuple(p for p in _split(ld_path, separators) if p.startswith("/")))
+        if not loader.is_musl:
+            steps.append(None)
+        steps.append(loader.system_dirs)
+        for dirs in steps:
+            found = (
+                self.search_cache(name, loader, False)
+                if dirs is None
+                else self.search_dirs(name, dirs, loader)
+            )
+            if not isinstance(found, _Skip):
+                path, outcome = found
+                return path if not isinstance(outcome, str) else None
+        return None
+
     def conf_hint(self, name: str) -> str | None:
         """Why a missing library may be missing: ld.so.conf names a directory that holds it, but
         the loader reads only ld.so.cache, which is absent or older than that directory."""

@@ -8,6 +8,7 @@ bytes on any machine and in any output folder.
 from __future__ import annotations
 
 import gzip
+import io
 import logging
 import os
 import shutil
@@ -42,10 +43,14 @@ def build_tree(entries: Iterable[Entry], top: Path, epoch: int, progress: Progre
         elif entry.type == HARDLINK:
             assert entry.target is not None
             os.link(top / entry.target.lstrip("/"), target)
+        elif entry.data is not None:
+            target.write_bytes(entry.data)
+            os.chmod(target, entry.mode)
         else:
             assert entry.source is not None
             shutil.copyfile(entry.source, target, follow_symlinks=False)
             os.chmod(target, entry.mode)
+        _chown(target, entry)
         if entry.type != DIR:
             _set_times(target, clamp(entry.mtime, epoch))
         if progress:
@@ -53,9 +58,17 @@ def build_tree(entries: Iterable[Entry], top: Path, epoch: int, progress: Progre
     for entry in reversed(ordered):
         if entry.type == DIR:
             target = top / entry.path.lstrip("/")
+            _chown(target, entry)
             os.chmod(target, entry.mode)
             _set_times(target, clamp(entry.mtime, epoch))
     _set_times(top, epoch)
+
+
+def _chown(path: Path, entry: Entry) -> None:
+    # Owners other than root matter in the image (a --mkdir for the service user); in the
+    # staging tree they can only be set when we are root, as in a builder stage.
+    if (entry.uid or entry.gid) and os.geteuid() == 0:
+        os.chown(path, entry.uid, entry.gid, follow_symlinks=False)
 
 
 def _set_times(path: Path, mtime: int) -> None:
@@ -74,7 +87,9 @@ def write_tarball(
     with gz, tar:
         for entry in sorted(entries, key=lambda e: e.path):
             info = _tarinfo(entry, epoch)
-            if entry.type == FILE:
+            if entry.type == FILE and entry.data is not None:
+                tar.addfile(info, io.BytesIO(entry.data))
+            elif entry.type == FILE:
                 assert entry.source is not None
                 with open(entry.source, "rb") as source:
                     tar.addfile(info, source)
@@ -87,7 +102,7 @@ def write_tarball(
 def _tarinfo(entry: Entry, epoch: int) -> tarfile.TarInfo:
     info = tarfile.TarInfo(entry.path.lstrip("/"))
     info.mode = entry.mode
-    info.uid = info.gid = 0
+    info.uid, info.gid = entry.uid, entry.gid
     info.uname = info.gname = ""
     info.mtime = clamp(entry.mtime, epoch)
     if entry.type == DIR:
