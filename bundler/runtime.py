@@ -198,10 +198,9 @@ class Runtime:
         return uid, gid
 
     def _account_lines(self, kind: str) -> list[str]:
-        generated = self.add.generated.get(f"/etc/{kind}")
-        if generated is not None:
-            return generated.decode().splitlines()
-        return self._root_lines(f"/etc/{kind}")
+        """The image's entries first (they win), then the root's."""
+        generated = self.add.generated.get(f"/etc/{kind}", b"").decode().splitlines()
+        return generated + self._root_lines(f"/etc/{kind}")
 
     def _root_lines(self, path: str) -> list[str]:
         if not self.root.is_file(path):

@@ -147,8 +147,7 @@ def trace_program(
         run_env = dict(env) if env is not None else {**os.environ, "PWD": cwd}
         exit_code = _run(command, host_cwd, run_env, timeout, work, stderr_path, program)
         collector = _Collector(root, [*exclude, work])
-        with open(log_path, "rb") as handle:
-            started = _parse_log(handle, collector, root, cwd)
+        started = _read_log(log_path, collector, root, cwd)
         stderr_tail = _tail(stderr_path)
     if not started:
         raise TraceNotStarted(f"{program}: did not start under strace: {_one_line(stderr_tail)}")
@@ -451,6 +450,13 @@ def _parse_log(handle: BinaryIO, collector: _Collector, root: FsRoot, cwd: str) 
     for pid, waiting in cwds.waiting.items():
         log.debug("pid %d: working directory never known, %d relative paths", pid, len(waiting))
     return started
+
+
+def _read_log(log_path: str, collector: _Collector, root: FsRoot, cwd: str) -> bool:
+    if not os.path.exists(log_path):
+        return False  # strace gave up before it opened its log
+    with open(log_path, "rb") as handle:
+        return _parse_log(handle, collector, root, cwd)
 
 
 def _calls(handle: BinaryIO) -> Iterator[_Call]:
