@@ -345,8 +345,10 @@ def _print_listing(binaries: list[Binary], as_json: bool) -> None:
         indent = 2 if sys.stdout.isatty() else None
         click.echo(json.dumps(document, indent=indent))
         return
+    out = sys.stdout.buffer
     for path in file_list(binaries):
-        click.echo(path)
+        out.write(os.fsencode(path) + b"\n")  # file names are bytes; not every one is UTF-8
+    out.flush()
 
 
 def _configure_logging(verbose: int, quiet: bool) -> None:

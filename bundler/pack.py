@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bundler.dockerfile import ImageConfig, render_distroless, render_scratch, shipped_by_base
+from bundler.errors import UsageError
 from bundler.inventory import Binary, collect
 from bundler.output import OutputDir
 from bundler.plan import FILE, HARDLINK, SYMLINK, Entry, Plan, Planner, PlanOptions
@@ -87,6 +88,7 @@ def make_plan(
         planner.add_binaries(collect(baseline, paths, options.search_path, options.cwd))
     plan = planner.plan
     plan.programs.extend(b.path for b in binaries[:1])
+    _check_entrypoint(resolver, plan.programs[0])
     if _needs_ld_so_cache(binaries) and resolver.root.is_file(LD_SO_CACHE):
         log.info("%s goes in: some libraries are found only through it", LD_SO_CACHE)
         planner.add_path(LD_SO_CACHE, "config")
@@ -166,6 +168,12 @@ def _add_traced(
             if resolver.root.lstat(directory) is not None:
                 planner.add_path(directory, "traced")
     return elves
+
+
+def _check_entrypoint(resolver: Resolver, program: str) -> None:
+    st = resolver.root.stat(program)
+    if st is not None and not st.st_mode & 0o111:
+        raise UsageError(f"{program}: not executable, so the image could not start it")
 
 
 def _uses_hwcaps(binaries: Sequence[Binary]) -> bool:

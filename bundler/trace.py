@@ -40,6 +40,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -70,10 +71,11 @@ SPECIAL_TOPS = ("/proc", "/sys", "/dev")
 MAX_INTERPRETERS = 5
 STDERR_TAIL_LINES = 3
 STDERR_TAIL_BYTES = 4096
-# Exit code of the launcher when it cannot chroot, chdir or exec (chroot(1) uses 125-127 alike).
-LAUNCH_FAILED = 127
+# Seconds to wait for killed processes to finish exiting after a timeout.
+KILL_GRACE = 5.0
 
-# Runs on the host until its chroot(): strace follows it into the program it execs.
+# Runs on the host until its chroot(): strace follows it into the program it execs. It exits
+# 127 when it cannot chroot, chdir or exec, as chroot(1) does.
 LAUNCHER = """\
 import os, sys
 root, cwd, program = sys.argv[1:4]
@@ -137,18 +139,19 @@ def trace_program(
     defaults to ours, with ``PWD`` set to ``cwd`` (shells check it against their directory).
     """
     strace = _find_strace()
-    _check_program(root, program)
+    _check_program(root, program, cwd)
     with tempfile.TemporaryDirectory(prefix="scratchpack-trace-") as work:
         log_path = os.path.join(work, "strace.log")
         stderr_path = os.path.join(work, "stderr")
         command, host_cwd = _command(strace, log_path, root, program, args, cwd)
-        log.info("tracing %s", shlex.join([program, *args]))
+        log.info("tracing %s", _shown(program, args))
         log.debug("trace command: %s", shlex.join(command))
         run_env = dict(env) if env is not None else {**os.environ, "PWD": cwd}
         exit_code = _run(command, host_cwd, run_env, timeout, work, stderr_path, program)
         collector = _Collector(root, [*exclude, work])
         started = _read_log(log_path, collector, root, cwd)
         stderr_tail = _tail(stderr_path)
+    log.debug("stderr of %s under trace: %s", program, _one_line(stderr_tail))
     if not started:
         raise TraceNotStarted(f"{program}: did not start under strace: {_one_line(stderr_tail)}")
     if exit_code not in ok_exits:
@@ -183,12 +186,14 @@ def _find_strace() -> str:
     return found
 
 
-def _check_program(root: FsRoot, program: str) -> None:
+def _check_program(root: FsRoot, program: str, cwd: str) -> None:
     if not program.startswith("/"):
         raise UsageError(f"{program}: trace needs the program's absolute in-image path")
+    where = "" if root.is_host else f" in {root.top}"
     if not root.is_file(program):
-        where = "" if root.is_host else f" in {root.top}"
         raise ProgramNotFound(f"{program}: no such program{where}")
+    if not cwd.startswith("/") or not root.is_dir(cwd):
+        raise UsageError(f"{cwd}: the trace's working directory is not a directory{where}")
 
 
 def _command(
@@ -239,12 +244,26 @@ def _run(
 
 def _kill_trace(proc: subprocess.Popen[bytes]) -> None:
     """Kill strace and every process it traces, including those that left its session."""
-    for pid in _tracees(proc.pid):
+    tracees = _tracees(proc.pid)
+    for pid in tracees:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    # SIGKILL is only sent: let the exits finish, so nothing still writes when we return.
+    deadline = time.monotonic() + KILL_GRACE
+    while any(_alive(pid) for pid in tracees) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            state = handle.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in (b"Z", b"X")
 
 
 def _tracees(tracer: int) -> list[int]:
@@ -274,6 +293,12 @@ def _tail(path: str) -> list[str]:
     return [line[:200] for line in lines[-STDERR_TAIL_LINES:]]
 
 
+def _shown(program: str, args: Sequence[str]) -> str:
+    """The command as a shell would take it, on one line (a -c script may span several)."""
+    text = shlex.join([program, *args]).replace("\n", "\\n")
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
 def _one_line(lines: list[str]) -> str:
     return " | ".join(lines) if lines else "(nothing on stderr)"
 
@@ -287,7 +312,7 @@ def _exit_message(
         how = f"exited with code {code}"
     allowed = ", ".join(str(c) for c in sorted(ok_exits)) or "none"
     return (
-        f"{shlex.join([program, *args])}: {how} under trace (allowed: {allowed}); "
+        f"{_shown(program, args)}: {how} under trace (allowed: {allowed}); "
         f"stderr: {_one_line(stderr)}"
     )
 
@@ -341,6 +366,8 @@ _EXECS = frozenset({"execve", "execveat"})
 # Calls that make their path: what the program needs is the folder they make it in.
 _MAKES = frozenset({"creat", "mkdir", "mkdirat"})
 _FORKS = frozenset({"clone", "clone3", "fork", "vfork"})
+# Every other call of the traced classes (unlink, rename, wait4, ...) is skipped unparsed.
+_WANTED = frozenset(name.encode() for name in {*_PATH_CALLS, *_FORKS, "fchdir", "chroot"})
 
 
 @dataclass(frozen=True)
@@ -354,7 +381,7 @@ class _Call:
 def _parse_line(line: bytes) -> _Call | None:
     """One log line as a call, or None for anything else (a truncated last line, ...)."""
     match = _LINE.match(line.rstrip(b"\n"))
-    if match is None:
+    if match is None or match.group(2) not in _WANTED:
         return None
     args: list[bytes] = []
     current: list[bytes] = []
@@ -512,7 +539,8 @@ def _after_chdir(pid: int, path: str, cwds: _Cwds, collector: _Collector) -> Non
     if path.startswith("/"):
         cwds.set(pid, path, collector)
     elif pid in cwds.known:
-        cwds.set(pid, posixpath.normpath(posixpath.join(cwds.known[pid], path)), collector)
+        # Not normpath: ".." after a link is left for _clean to apply as the kernel does.
+        cwds.set(pid, posixpath.join(cwds.known[pid], path), collector)
     # else: still unknown; the next "AT_FDCWD<...>" of this process tells it.
 
 
