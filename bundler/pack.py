@@ -160,7 +160,7 @@ def _add_traced(
         for path in result.files:
             if path in planner.plan.entries:
                 continue
-            log.info("%s: added, the traced program %s it", path, result.reasons.get(path, "used"))
+            log.info("%s: added (traced: %s)", path, result.reasons.get(path, "used"))
             planner.add_path(path, "traced")
             if planner.is_elf(path):
                 elves.append(path)
