@@ -187,3 +187,27 @@ def test_pack_with_base_and_user(tmp_path: Path) -> None:
         "USER svc" in dockerfile
         and 'ENV SSL_CERT_FILE="/etc/ssl/certs/ca-certificates.crt"' in dockerfile
     )
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
+@pytest.mark.skipif(not Path("/usr/bin/python3").exists(), reason="needs /usr/bin/python3")
+def test_pack_with_trace_brings_the_stdlib(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = run("/usr/bin/python3", "-q", "-o", str(out), "--trace", "-c 'import json, decimal'")
+    assert result.returncode == 0, result.stderr
+    staged = out / "rootfs"
+    assert list(staged.glob("usr/lib/python3*/json/__init__.py"))
+    assert list(staged.glob("usr/lib/python3*/lib-dynload/_decimal*.so"))
+    failing = run("/usr/bin/python3", "-q", "-o", str(out), "--trace", "-c 'raise SystemExit(3)'")
+    assert failing.returncode == 1 and "exited with code 3" in failing.stderr
+    allowed = run(
+        "/usr/bin/python3",
+        "-q",
+        "-o",
+        str(out),
+        "--trace",
+        "-c 'raise SystemExit(3)'",
+        "--trace-ok-exit",
+        "0,3",
+    )
+    assert allowed.returncode == 0, allowed.stderr
