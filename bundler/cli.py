@@ -18,7 +18,7 @@ import click
 
 from bundler import __version__, hwcaps
 from bundler.dockerfile import ImageConfig, parse_pairs
-from bundler.engine import build_image, connect, verify_image
+from bundler.engine import build_image, check_tag, connect, verify_image
 from bundler.errors import ScratchpackError, UsageError
 from bundler.inventory import Binary, collect, file_list, to_json
 from bundler.loader import SearchSettings
@@ -143,6 +143,13 @@ input; 130 interrupted.
     help="With --build: run the image once with ARGS (e.g. --version); fail if it fails.",
 )
 @click.option(
+    "--verify-timeout",
+    type=click.FloatRange(1, 3600),
+    default=60.0,
+    show_default=True,
+    help="Seconds --verify waits for the image to exit before it fails.",
+)
+@click.option(
     "--ld-library-path",
     default=None,
     metavar="DIRS",
@@ -198,8 +205,11 @@ def command(**opts: Any) -> None:
         _print_listing(binaries, opts["as_json"])
         _warn_missing(resolver, binaries)
         return
-    if opts["verify"] and not opts["build_tag"]:
+    if opts["verify"] is not None and not opts["build_tag"]:
         raise UsageError("--verify needs --build TAG")
+    if opts["build_tag"]:
+        check_tag(opts["build_tag"])
+    _split_args(opts["verify"], "--verify")
     _pack(opts, resolver, search_path, cwd)
 
 
@@ -225,7 +235,7 @@ def _pack(opts: dict[str, Any], resolver: Resolver, search_path: tuple[str, ...]
         ),
         image=ImageConfig(
             entrypoint=(),
-            cmd=tuple(shlex.split(opts["cmd"])) if opts["cmd"] is not None else None,
+            cmd=_split_args(opts["cmd"], "--cmd"),
             env=parse_pairs(opts["env"], "--env"),
             expose=tuple(opts["expose"]),
             workdir=opts["workdir"],
@@ -262,16 +272,27 @@ def _pack(opts: dict[str, Any], resolver: Resolver, search_path: tuple[str, ...]
             err=True,
         )
     if opts["build_tag"]:
-        _build(opts["build_tag"], opts["verify"], Path(output))
+        verify = _split_args(opts["verify"], "--verify")
+        _build(opts["build_tag"], verify, opts["verify_timeout"], Path(output))
 
 
-def _build(tag: str, verify: str | None, context: Path) -> None:
+def _split_args(text: str | None, option: str) -> tuple[str, ...] | None:
+    """Split ARGS as a shell would, before any work is done."""
+    if text is None:
+        return None
+    try:
+        return tuple(shlex.split(text))
+    except ValueError as exc:
+        raise UsageError(f"{option} {text!r}: {exc}") from None
+
+
+def _build(tag: str, verify: tuple[str, ...] | None, timeout: float, context: Path) -> None:
     client = connect()
     image = build_image(client, context, tag)
     click.echo(f"{image.id} {tag} {_size(image.size)}")
-    if verify:
-        output = verify_image(client, tag, verify)
-        log.info("%s %s: %s", tag, verify, output.strip())
+    if verify is not None:
+        output = verify_image(client, tag, verify, timeout)
+        log.info("%s %s: %s", tag, " ".join(verify), output.strip())
 
 
 @contextlib.contextmanager

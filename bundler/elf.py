@@ -17,8 +17,10 @@ offsets give a ``BadElf`` naming the file, never a huge read or a traceback.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -45,6 +47,7 @@ DF_1_PIE = 0x08000000
 MAX_PROGRAM_HEADERS = 4096
 MAX_DYNAMIC_ENTRIES = 65536
 MAX_STRING = 65536
+MAX_INTERP = 4096  # PATH_MAX: the kernel would not take a longer PT_INTERP path either
 
 
 @dataclass(frozen=True)
@@ -117,11 +120,36 @@ class RawHeader:
         return self.data[9:16] == bytes(7)
 
 
+def _open_regular(host_path: str) -> int | None:
+    """An fd of a regular file, or None for a FIFO, socket or device node, which is never
+    opened: a FIFO without a writer would block open() forever, and opening a device can act
+    (a tape rewinds, a tty becomes ours). A directory raises IsADirectoryError, as open() does.
+    O_NONBLOCK guards the window between stat and open; it changes nothing for regular files.
+    """
+    st = os.stat(host_path)
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), host_path)
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    fd = os.open(host_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped for something else since the stat
+        os.close(fd)
+        return None
+    return fd
+
+
 def peek_header(host_path: str) -> RawHeader:
-    """Read the ELF header bytes of a file (raises OSError, e.g. IsADirectoryError)."""
-    with open(host_path, "rb") as handle:
-        data = handle.read(64)
-        return RawHeader(data, os.fstat(handle.fileno()).st_size)
+    """Read the ELF header bytes of a file (raises OSError, e.g. IsADirectoryError).
+
+    A file that is not regular reads as empty (the loader's "file too short"), unopened.
+    """
+    fd = _open_regular(host_path)
+    if fd is None:
+        return RawHeader(b"", 0)
+    try:
+        return RawHeader(os.pread(fd, 64, 0), os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
 
 
 @cache
@@ -221,10 +249,20 @@ def read_elf(host_path: str, display_path: str | None = None) -> ElfInfo:
     is not a well-formed ELF file, and OSError when the file cannot be opened.
     """
     name = display_path or host_path
-    fd = os.open(host_path, os.O_RDONLY | os.O_CLOEXEC)
+    fd = _open_regular(host_path)
+    if fd is None:
+        raise BadElf(name, "not a regular file")
     try:
         return _parse(_Reader(fd, name))
-    except (ConstructError, ELFError, struct.error, KeyError, ValueError, OverflowError) as exc:
+    except (
+        ConstructError,
+        ELFError,
+        struct.error,
+        KeyError,
+        ValueError,
+        OverflowError,
+        RecursionError,  # e.g. str() of a deeply nested .note.dlopen value
+    ) as exc:
         raise BadElf(name, f"malformed ELF file ({exc.__class__.__name__})") from None
     finally:
         os.close(fd)
@@ -280,6 +318,8 @@ def _interpreter(reader: _Reader, segments: list[dict[str, int]]) -> str | None:
     interp = next((s for s in segments if s["p_type"] == PT_INTERP), None)
     if interp is None:
         return None
+    if interp["p_filesz"] > MAX_INTERP:  # the bound check alone lets a sparse file through
+        raise BadElf(reader.path, f"PT_INTERP of {interp['p_filesz']} bytes is implausible")
     raw = reader.read(interp["p_offset"], interp["p_filesz"], "PT_INTERP")
     return os.fsdecode(raw.split(b"\0", 1)[0])
 
@@ -346,9 +386,11 @@ def _dlopen_notes(
     reader: _Reader, layout: _Layout, segments: list[dict[str, int]]
 ) -> tuple[DlopenDependency, ...]:
     found: list[DlopenDependency] = []
-    for seg in segments:
-        if seg["p_type"] != PT_NOTE or seg["p_filesz"] > MAX_NOTE_BYTES:
+    budget = MAX_NOTE_BYTES  # for all notes together: 4096 forged PT_NOTE entries naming one
+    for seg in segments:  # big note would otherwise read (and parse) it 4096 times
+        if seg["p_type"] != PT_NOTE or seg["p_filesz"] > budget:
             continue
+        budget -= seg["p_filesz"]
         raw = reader.read(seg["p_offset"], seg["p_filesz"], "PT_NOTE segment")
         align = 8 if seg["p_align"] == 8 else 4
         for owner, note_type, desc in _notes(raw, layout, align):
@@ -382,7 +424,7 @@ def _round_up(value: int, align: int) -> int:
 def _parse_dlopen(path: str, desc: bytes) -> list[DlopenDependency]:
     try:
         document = json.loads(desc.rstrip(b"\0").decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # "[[[[..." nested past the stack
         raise BadElf(path, ".note.dlopen holds no valid JSON") from None
     items = document if isinstance(document, list) else [document]  # older single-object form
     deps = []

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import re
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bundler.errors import ScratchpackError
+from bundler.errors import ScratchpackError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -68,21 +70,50 @@ def build_image(client: Any, context: Path, tag: str, dockerfile: str = "Dockerf
     return BuiltImage(id=image.id, tag=tag, size=int(image.attrs.get("Size", 0)))
 
 
-def verify_image(client: Any, tag: str, arguments: str) -> str:
-    """Run the image once with ARGS; its output, or VerifyFailed showing it."""
-    args = shlex.split(arguments)
-    container = client.containers.create(tag, command=args)
+def verify_image(client: Any, tag: str, args: Sequence[str], timeout: float = 60.0) -> str:
+    """Run the image once with ARGS; its output, or VerifyFailed showing it. A run still going
+    after ``timeout`` seconds (a server, say) is killed and fails."""
+    container = client.containers.create(tag, command=list(args))
+    shown_args = " ".join(shlex.quote(a) for a in args)
     try:
         container.start()
-        status = container.wait()
-        output: str = container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
+        try:
+            status = container.wait(timeout=timeout)
+        except Exception as exc:  # requests' ReadTimeout, or a connection error
+            container.kill()
+            output = _logs(container)
+            raise VerifyFailed(
+                f"{tag} {shown_args}: still running after {timeout:g} s ({_first_line(exc)}); "
+                f"its output:\n  {_indent(output)}"
+            ) from None
+        output = _logs(container)
     finally:
         container.remove(force=True)
     code = int(status.get("StatusCode", 1))
     if code != 0:
-        shown = output.strip().replace("\n", "\n  ") or "(no output)"
-        raise VerifyFailed(f"{tag} {arguments}: exited {code}; its output:\n  {shown}")
+        raise VerifyFailed(f"{tag} {shown_args}: exited {code}; its output:\n  {_indent(output)}")
     return output
+
+
+def _logs(container: Any) -> str:
+    raw: bytes = container.logs(stdout=True, stderr=True)
+    return raw.decode("utf-8", "replace")
+
+
+def _indent(output: str) -> str:
+    return output.strip().replace("\n", "\n  ") or "(no output)"
+
+
+def check_tag(tag: str) -> None:
+    """A Docker image reference, checked before any work (docker's own grammar, simplified)."""
+    if not _REFERENCE.fullmatch(tag):
+        raise UsageError(f"--build {tag!r}: not a valid image name[:tag]")
+
+
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REFERENCE = re.compile(
+    rf"(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?"
+)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -219,6 +219,8 @@ def write_outputs(
             distroless_paths = _distroless_paths(plan, binaries, resolver, options.distroless)
             text = render_distroless(config, options.distroless, options.stage, distroless_paths)
             outputs[DISTROLESS] = out.write_text(DISTROLESS, text)
+        else:
+            out.remove(DISTROLESS)  # ours, from an earlier run: it would describe another pack
     return Packed(plan, binaries, outputs, distroless_paths)
 
 

@@ -233,7 +233,19 @@ class Planner:
             if stat.S_ISLNK(st.st_mode):
                 target = os.readlink(self.root.host_path(candidate))
                 mtime = int(st.st_mtime)
-                self._put(Entry(candidate, SYMLINK, 0o777, LINK, target=target, mtime=mtime))
+                uid, gid = st.st_uid, st.st_gid
+                self._put(
+                    Entry(
+                        candidate,
+                        SYMLINK,
+                        0o777,
+                        LINK,
+                        target=target,
+                        mtime=mtime,
+                        uid=uid,
+                        gid=gid,
+                    )
+                )
                 if hops >= MAX_SYMLINKS:
                     raise SymlinkLoop(f"{path}: too many levels of symbolic links")
                 # The target is walked in turn from the link's directory (or the top).
@@ -252,7 +264,8 @@ class Planner:
     def _put_dir(self, path: str, st: os.stat_result, kind: str) -> None:
         if path not in self.plan.entries:
             mode = stat.S_IMODE(st.st_mode)
-            self._put(Entry(path, DIR, mode, kind, mtime=int(st.st_mtime)))
+            mtime, uid, gid = int(st.st_mtime), st.st_uid, st.st_gid
+            self._put(Entry(path, DIR, mode, kind, mtime=mtime, uid=uid, gid=gid))
 
     def _put_file(self, path: str, st: os.stat_result, kind: str) -> None:
         if path in self.plan.entries:
@@ -264,13 +277,28 @@ class Planner:
             log.warning("%s: setuid/setgid bits dropped (--keep-setuid keeps them)", path)
             mode &= ~SPECIAL_BITS
         mtime = int(st.st_mtime)
+        # Owners are kept (numerically, as COPY keeps them): a 0640 root:redis redis.conf must
+        # stay readable by the redis user the image runs as.
+        uid, gid = st.st_uid, st.st_gid
         twin = self._inodes.get((st.st_dev, st.st_ino))
         if twin is not None:
-            self._put(Entry(path, HARDLINK, mode, kind, target=twin, mtime=mtime))
+            self._put(Entry(path, HARDLINK, mode, kind, target=twin, mtime=mtime, uid=uid, gid=gid))
             return
         self._inodes[(st.st_dev, st.st_ino)] = path
         source = self.root.host_path(path)
-        self._put(Entry(path, FILE, mode, kind, source=source, size=st.st_size, mtime=mtime))
+        self._put(
+            Entry(
+                path,
+                FILE,
+                mode,
+                kind,
+                source=source,
+                size=st.st_size,
+                mtime=mtime,
+                uid=uid,
+                gid=gid,
+            )
+        )
 
     def _put(self, entry: Entry) -> None:
         if entry.path == "/":

@@ -7,6 +7,7 @@ which is found and resolved in turn (``#!/usr/bin/env NAME`` also brings NAME fr
 from __future__ import annotations
 
 import logging
+import os
 import posixpath
 import stat
 from dataclasses import dataclass
@@ -66,6 +67,9 @@ def _on_path(root: FsRoot, name: str, search_path: tuple[str, ...]) -> str:
 
 def _check_program(root: FsRoot, spec: str, image: str) -> None:
     try:
+        # FsRoot.stat answers None for a loop (as for a missing file), so ask resolve, which
+        # raises: the user is told about the loop, not "no such file".
+        root.resolve(image)
         st = root.stat(image)
     except SymlinkLoop:
         raise UsageError(f"{spec}: too many levels of symbolic links") from None
@@ -94,7 +98,10 @@ def parse_script(image: str, head: bytes) -> Script | None:
         raise BadElf(image, "empty #! line")
     parts = line.replace(b"\t", b" ").split(b" ", 1)
     argument = parts[1].strip(b" \t") if len(parts) > 1 else b""
-    return Script(image, parts[0].decode("utf-8", "surrogateescape"), argument.decode() or None)
+    # Both halves are file names or words of any bytes: decode them as file names are (a strict
+    # decode of a non-UTF-8 argument was a traceback).
+    interpreter, rest = os.fsdecode(parts[0]), os.fsdecode(argument)
+    return Script(image, interpreter, rest or None)
 
 
 def script_programs(

@@ -26,6 +26,23 @@ class SymlinkLoop(UsageError):
     """A path inside the root runs through too many symbolic links."""
 
 
+# No file read whole (ld.so.cache, the loader, ld.so.conf, nsswitch.conf, passwd, dpkg lists) is
+# anywhere near this; a larger one is forged (a sparse file of terabytes costs nothing to make).
+MAX_READ_BYTES = 64 << 20
+
+
+class FileTooLarge(UsageError, OSError):
+    """A file read whole is implausibly large. An OSError too, so callers that pass over an
+    unreadable file (ld.so.cache, the loader) do so; the others report it as bad input."""
+
+    def __init__(self, path: str, size: int) -> None:
+        self.message = f"{path}: {size} bytes, too large to be read (a forged or sparse file?)"
+        OSError.__init__(self, errno.EFBIG, self.message)
+
+    def __str__(self) -> str:
+        return self.message
+
+
 class FsRoot:
     """An unpacked image or sysroot at host directory ``top``; ``/`` is the running system."""
 
@@ -126,8 +143,17 @@ class FsRoot:
         return self.host_path(self.resolve(image_path))
 
     def read_bytes(self, image_path: str) -> bytes:
-        with open(self.real_host_path(image_path), "rb") as handle:
-            return handle.read()
+        """The content of a regular file. Anything else raises OSError without being opened:
+        a FIFO with no writer would block open() forever, and opening a device can act."""
+        host = self.real_host_path(image_path)
+        st = os.stat(host)
+        if not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", host)
+        if st.st_size > MAX_READ_BYTES:
+            raise FileTooLarge(image_path, st.st_size)
+        with open(host, "rb") as handle:  # a directory raises IsADirectoryError here
+            # Bounded too: the file may have grown since the stat.
+            return handle.read(MAX_READ_BYTES)
 
     def listdir(self, image_path: str) -> list[str]:
         """Names in a directory of the root; [] when it is absent or unreadable."""

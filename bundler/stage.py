@@ -40,6 +40,7 @@ def build_tree(entries: Iterable[Entry], top: Path, epoch: int, progress: Progre
         elif entry.type == SYMLINK:
             assert entry.target is not None
             os.symlink(entry.target, target)
+            _chown(target, entry)
         elif entry.type == HARDLINK:
             assert entry.target is not None
             os.link(top / entry.target.lstrip("/"), target)
@@ -78,8 +79,8 @@ def _set_times(path: Path, mtime: int) -> None:
 def write_tarball(
     entries: Iterable[Entry], handle: BinaryIO, epoch: int, progress: Progress | None
 ) -> None:
-    """A gzip'd tar of the entries: sorted, uid/gid 0 with no names, mtimes clamped, GNU format
-    (no PAX time records), gzip header with no file name and time 0."""
+    """A gzip'd tar of the entries: sorted, numeric owners with no names, mtimes clamped, GNU
+    format (no PAX time records), gzip header with no file name and time 0."""
     gz = gzip.GzipFile(filename="", mode="wb", fileobj=handle, mtime=0, compresslevel=9)
     tar = tarfile.TarFile(
         fileobj=gz, mode="w", format=tarfile.GNU_FORMAT, encoding="utf-8", errors="surrogateescape"
