@@ -1,9 +1,12 @@
-"""Small glibc roots made from this machine's own files, for --root tests (no compiler)."""
+"""Shared test helpers: the CLI run as a user runs it, and small glibc roots made from this
+machine's own files for --root tests (no compiler needed)."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -35,3 +38,14 @@ def make_root(
     for program in programs:
         shutil.copy2(program, top / "usr/bin" / Path(program).name)
     return top
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``scratchpack ARGS`` in a fresh interpreter, output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "bundler", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=600,
+    )

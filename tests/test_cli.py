@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from fakeroot import make_root, run
 
 from bundler.cli import main
 
@@ -17,15 +16,6 @@ LOADER = "/lib64/ld-linux-x86-64.so.2"
 needs_glibc_x86_64 = pytest.mark.skipif(
     not Path(LOADER).exists(), reason="needs an x86-64 glibc host"
 )
-
-
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bundler", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
 
 
 @needs_glibc_x86_64
@@ -89,21 +79,7 @@ def test_help_teaches() -> None:
 
 
 def _fake_root(tmp_path: Path) -> Path:
-    """A merged-/usr root with the host's loader, libc and /usr/bin/true, and no ld.so.cache."""
-    root = tmp_path / "root"
-    multiarch = root / "usr/lib/x86_64-linux-gnu"
-    multiarch.mkdir(parents=True)
-    (root / "usr/bin").mkdir()
-    (root / "usr/lib64").mkdir()
-    for link, target in (("lib", "usr/lib"), ("lib64", "usr/lib64"), ("bin", "usr/bin")):
-        (root / link).symlink_to(target)
-    shutil.copy2(os.path.realpath(LOADER), multiarch / "ld-linux-x86-64.so.2")
-    (root / "usr/lib64/ld-linux-x86-64.so.2").symlink_to(
-        "../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
-    )
-    shutil.copy2(os.path.realpath("/lib/x86_64-linux-gnu/libc.so.6"), multiarch / "libc.so.6")
-    shutil.copy2("/usr/bin/true", root / "usr/bin/true")
-    return root
+    return make_root(tmp_path / "root")
 
 
 @needs_glibc_x86_64

@@ -10,24 +10,13 @@ import json
 import os
 import shutil
 import stat
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
-from fakeroot import host_has_glibc_x86_64, make_root
+from fakeroot import host_has_glibc_x86_64, make_root, run
 
 pytestmark = pytest.mark.skipif(not host_has_glibc_x86_64(), reason="needs an x86-64 glibc host")
-
-
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bundler", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def listing(*args: str) -> dict[str, object]:

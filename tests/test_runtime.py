@@ -6,11 +6,10 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from fakeroot import host_has_glibc_x86_64, make_root
+from fakeroot import host_has_glibc_x86_64, make_root, run
 
 from bundler.elf import read_elf
 from bundler.errors import UsageError
@@ -28,10 +27,6 @@ __attribute__((used, section(".note.dlopen"))) _Alignas(4) static const struct {
 } note = { { sizeof("FDO"), sizeof(JSON), 0x407c0c0a }, "FDO", JSON };
 int main(void) { return 0; }
 """
-
-
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bundler", *args], capture_output=True, text=True)
 
 
 def _note_program(tmp_path: Path, priority: str) -> Path:
