@@ -127,7 +127,8 @@ class Planner:
         if not via.endswith("ld.so.cache") or "/glibc-hwcaps/" not in path or "/" in name:
             return
         directory, base = posixpath.split(path)
-        alias = posixpath.join(directory, name)
+        # Entries live at link-free paths: /lib/x86_64-linux-gnu/... is /usr/lib/... here.
+        alias = posixpath.join(self.root.resolve(directory), name)
         if base != name and alias not in self.plan.entries and self.root.lstat(alias) is None:
             self._put(Entry(alias, SYMLINK, 0o777, LINK, target=base))
 

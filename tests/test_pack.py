@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import stat
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -276,3 +277,42 @@ def test_missing_library_in_a_conf_directory_gets_a_hint(tmp_path: Path) -> None
     assert "hint: /opt/lib (in ld.so.conf) has libc.so.6, but ld.so.cache does not list it" in (
         result.stderr
     )
+
+
+def test_hwcaps_cache_entry_is_installed_under_its_soname(tmp_path: Path) -> None:
+    """ld.so.cache points into glibc-hwcaps/ at the versioned file; the image has no cache, so
+    the needed name must exist there, and the baseline library must be there for other CPUs."""
+    if shutil.which("gcc") is None or shutil.which("ldconfig") is None:
+        pytest.skip("needs gcc and ldconfig")
+    zlib = Path(os.path.realpath("/lib/x86_64-linux-gnu/libz.so.1"))
+    root = make_root(tmp_path / "root")
+    multiarch = root / "usr/lib/x86_64-linux-gnu"
+    shutil.copy2(zlib, multiarch / zlib.name)
+    (multiarch / "libz.so.1").symlink_to(zlib.name)
+    v2 = multiarch / "glibc-hwcaps/x86-64-v2"
+    v2.mkdir(parents=True)
+    shutil.copy2(zlib, v2 / zlib.name)
+    source = tmp_path / "z.c"
+    source.write_text("#include <zlib.h>\nint main(void){return zlibVersion()[0] == 0;}\n")
+    program = root / "usr/bin/zprog"
+    subprocess.run(["gcc", str(source), "-o", str(program), "-lz"], check=True)
+    (root / "etc/ld.so.conf").write_text("")
+    subprocess.run(["ldconfig", "-r", str(root)], check=True)
+    out = tmp_path / "out"
+    packed = run("--root", str(root), "--hwcaps", "x86-64-v2", "/usr/bin/zprog", "-o", str(out))
+    assert packed.returncode == 0, packed.stderr
+    staged = out / "rootfs"
+    alias = staged / "usr/lib/x86_64-linux-gnu/glibc-hwcaps/x86-64-v2/libz.so.1"
+    assert alias.is_symlink() and os.readlink(alias) == zlib.name
+    assert (staged / "usr/lib/x86_64-linux-gnu/libz.so.1").resolve().is_file()
+    assert not (staged / "etc/ld.so.cache").exists()
+    for level, expected in (("x86-64-v2", "/glibc-hwcaps/x86-64-v2/"), ("none", "")):
+        doc = listing("--root", str(staged), "--hwcaps", level, "/usr/bin/zprog")
+        (zlib_entry,) = [
+            lib for lib in doc["binaries"][0]["libraries"] if lib["soname"] == "libz.so.1"
+        ]  # type: ignore[index]
+        assert (
+            (expected in zlib_entry["path"])
+            if expected
+            else "glibc-hwcaps" not in zlib_entry["path"]
+        )
