@@ -232,6 +232,7 @@ def _pack(opts: dict[str, Any], resolver: Resolver, search_path: tuple[str, ...]
             allow_missing=opts["allow_missing"],
             keep_setuid=opts["keep_setuid"],
             exclude=(os.path.realpath(output),),
+            ephemeral=_runtime_mounts() if resolver.root.is_host else frozenset(),
         ),
         image=ImageConfig(
             entrypoint=(),
@@ -304,6 +305,18 @@ def _progress(plan: Plan, quiet: bool) -> Iterator[Callable[[Entry], None] | Non
         return
     with click.progressbar(length=2 * len(plan.entries), label="packing", file=sys.stderr) as bar:
         yield lambda _entry: bar.update(1)
+
+
+def _runtime_mounts() -> frozenset[str]:
+    """Which of /etc/hosts, /etc/resolv.conf, /etc/hostname the container runtime bind-mounted
+    here (a docker build RUN step does): /proc/self/mountinfo lists them as mount points."""
+    names = {"/etc/hosts", "/etc/resolv.conf", "/etc/hostname"}
+    points = set()
+    for line in _read_text("/proc/self/mountinfo").splitlines():
+        fields = line.split()
+        if len(fields) > 4 and fields[4] in names:
+            points.add(fields[4])
+    return frozenset(points)
 
 
 def _exit_codes(text: str) -> frozenset[int]:

@@ -9,6 +9,7 @@ import hashlib
 import logging
 import posixpath
 import shlex
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,6 +20,7 @@ from bundler.errors import UsageError
 from bundler.inventory import Binary, collect
 from bundler.output import OutputDir
 from bundler.plan import FILE, HARDLINK, SYMLINK, Entry, Plan, Planner, PlanOptions
+from bundler.python_codecs import codec_modules
 from bundler.resolve import Resolver
 from bundler.runtime import Runtime
 from bundler.stage import build_tree, write_tarball
@@ -107,7 +109,8 @@ def _add_runtime(
         return []
     glibc = _first_glibc(resolver, binaries)
     loader = resolver.loader_of(glibc) if glibc else None
-    runtime = Runtime(resolver.root, loader.version if loader else (2, 36))
+    version = loader.version if loader else (2, 36)
+    runtime = Runtime(resolver.root, version, options.plan.ephemeral)
     runtime.groups(options.with_groups, options.tz)
     if options.user:
         runtime.user(options.user)
@@ -115,7 +118,11 @@ def _add_runtime(
         runtime.mkdir(spec)
     added = runtime.add
     elves = planner.add_extras(added.paths)
-    present = [p for p in added.optional_paths if resolver.root.lstat(p) is not None]
+    present = [
+        p
+        for p in added.optional_paths
+        if resolver.root.lstat(p) is not None and p not in options.plan.ephemeral
+    ]
     elves += planner.add_extras(present)
     for path, data in sorted(added.generated.items()):
         planner.add_generated(path, data)
@@ -127,7 +134,9 @@ def _add_runtime(
     for soname in added.libraries:
         found = resolver.find_library(soname, glibc) if glibc else None
         if found is None:
-            log.warning("%s: not in the root; its NSS service is left out", soname)
+            log.warning(
+                "%s: named in nsswitch.conf but not in the root; glibc skips that service", soname
+            )
             continue
         log.info("%s => %s (named in nsswitch.conf)", soname, found)
         elves.append(found)
@@ -149,6 +158,7 @@ def _add_traced(
     program = binaries[0].path  # the entrypoint; a script runs through its #! as it would
     elves: list[str] = []
     for arguments in options.traces:
+        started = time.time() - 1  # ctime has coarse granularity on some filesystems
         result = trace_program(
             resolver.root,
             program,
@@ -157,8 +167,15 @@ def _add_traced(
             exclude=options.plan.exclude,
         )
         log.info("traced %s %s: %d files", program, arguments, len(result.files))
+        # Folders (a whole codec package) go in with their content, as an --extra would.
+        elves += planner.add_extras(codec_modules(resolver.root, result.files))
         for path in result.files:
             if path in planner.plan.entries:
+                continue
+            if _written_during(resolver, path, started) or path in options.plan.ephemeral:
+                # Output of the traced run (a pid file, a log) or the build container's own
+                # files, not input the program needs.
+                log.info("%s: left out, the traced run wrote it", path)
                 continue
             log.info("%s: added (traced: %s)", path, result.reasons.get(path, "used"))
             planner.add_path(path, "traced")
@@ -168,6 +185,11 @@ def _add_traced(
             if resolver.root.lstat(directory) is not None:
                 planner.add_path(directory, "traced")
     return elves
+
+
+def _written_during(resolver: Resolver, path: str, started: float) -> bool:
+    st = resolver.root.lstat(path)
+    return st is not None and st.st_ctime >= started and not resolver.root.is_dir(path)
 
 
 def _check_entrypoint(resolver: Resolver, program: str) -> None:

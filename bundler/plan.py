@@ -75,6 +75,9 @@ class PlanOptions:
     allow_missing: bool = False
     keep_setuid: bool = False
     exclude: tuple[str, ...] = ()  # host paths never to pack (the output folder)
+    # Files the container runtime bind-mounts into the build container (Docker's /etc/hosts,
+    # /etc/resolv.conf, /etc/hostname): they describe that container, not the program.
+    ephemeral: frozenset[str] = frozenset()
 
 
 class Planner:
@@ -188,6 +191,9 @@ class Planner:
                 log.warning("%s: skipped, a %s is not packed", item, _special_name(st.st_mode))
                 continue
             if self._excluded(item):
+                continue
+            if item in self.options.ephemeral:
+                log.info("%s: skipped, the build container's runtime mounted it", item)
                 continue
             self.add_path(item, EXTRA)
             if stat.S_ISREG(st.st_mode) and self.is_elf(item):

@@ -86,9 +86,15 @@ def expand_groups(names: Iterable[str]) -> list[str]:
 class Runtime:
     """Computes the Additions for one root."""
 
-    def __init__(self, root: FsRoot, glibc_version: tuple[int, int] = (2, 36)) -> None:
+    def __init__(
+        self,
+        root: FsRoot,
+        glibc_version: tuple[int, int] = (2, 36),
+        ephemeral: frozenset[str] = frozenset(),
+    ) -> None:
         self.root = root
         self.glibc_version = glibc_version
+        self.ephemeral = ephemeral  # runtime-mounted files: as good as absent
         self.add = Additions()
 
     def groups(self, names: Sequence[str], tz: str | None = None) -> None:
@@ -112,8 +118,18 @@ class Runtime:
             self.add.libraries.append(f"libnss_{service}.so.2")
         for path in NSS_FILES:
             self.add.optional_paths.append(path)
-        if not self.root.is_file("/etc/hosts"):
+        if not self._present("/etc/hosts"):
             self.add.generated["/etc/hosts"] = MINIMAL_HOSTS
+        for path in ("/etc/services", "/etc/protocols"):
+            if not self._present(path):
+                log.warning(
+                    "%s: absent from the root (Debian's netbase has it): getaddrinfo with a "
+                    'service name such as "http" will fail in the image',
+                    path,
+                )
+
+    def _present(self, path: str) -> bool:
+        return self.root.is_file(path) and path not in self.ephemeral
 
     def _certs(self) -> None:
         bundle = next((p for p in CA_BUNDLES if self.root.is_file(p)), None)

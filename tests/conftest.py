@@ -40,6 +40,13 @@ DEBOOTSTRAP_INCLUDE = (
     "python3-venv",
     "curl",
     "libssl3",
+    # tests/test_docker_runtime.py: nginx, strace for --trace in the builder stage, and the
+    # data --with base packs (netbase: /etc/services and /etc/protocols, not in minbase).
+    "nginx",
+    "strace",
+    "ca-certificates",
+    "tzdata",
+    "netbase",
 )
 DEBOOTSTRAP_DIR = CACHE / f"debootstrap-{DEBOOTSTRAP_SUITE}"
 DEBOOTSTRAP_TIMEOUT = 30 * 60

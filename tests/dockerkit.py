@@ -34,6 +34,36 @@ class DockerKitError(AssertionError):
     """An engine operation of a test failed; the message carries the engine's output."""
 
 
+def make_wheelhouse(base: Path, repo: Path, pins: Sequence[str], download: Sequence[str]) -> Path:
+    """BASE/wheels: the wheel of REPO's checkout as it is (built from a copy in BASE/source, so
+    nothing lands in the repository) and those of DOWNLOAD with their dependencies, for
+    ``pip install --no-index``; PINS (``dist==version``) constrain them. BASE is the caller's
+    own folder. DockerKitError when pip fails (no index reachable, ...)."""
+    import shutil
+    import sys
+
+    wheels = base / "wheels"
+    wheels.mkdir()
+    constraints = base / "constraints.txt"
+    constraints.write_text("\n".join(pins) + "\n")
+    source = base / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(repo / name, source / name)
+    shutil.copytree(repo / "bundler", source / "bundler", ignore=shutil.ignore_patterns("__py*"))
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    steps = [
+        [*pip, "wheel", "--no-deps", "-w", str(wheels), str(source)],
+        [*pip, "download", "-d", str(wheels), "-c", str(constraints), *download],
+    ]
+    for cmd in steps:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            tail = " | ".join(done.stderr.strip().splitlines()[-3:])
+            raise DockerKitError(f"cannot make the wheelhouse: pip {cmd[5]} failed: {tail}")
+    return wheels
+
+
 class Kit:
     def __init__(self, client: Any | None = None) -> None:
         self.client = client or docker.from_env(timeout=API_TIMEOUT)

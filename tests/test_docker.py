@@ -96,35 +96,20 @@ def kit() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """scratchpack's wheel (this checkout) and its dependencies' wheels, for ``--no-index``."""
-    wheels = tmp_path_factory.mktemp("wheels")
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    constraints = wheels.parent / "constraints.txt"
+    """scratchpack's wheel (this checkout as it is) and its dependencies', for --no-index."""
+    from dockerkit import DockerKitError, make_wheelhouse
+
     pins = []
     for dist in RUNTIME_DISTS:
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             pins.append(f"{dist}=={importlib.metadata.version(dist)}")
-    constraints.write_text("\n".join(pins) + "\n")
-    # This checkout's files as they are (uncommitted changes included), built outside it so
-    # that no build/ or egg-info lands in the repository.
-    source = wheels.parent / "source"
-    source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy2(REPO / name, source / name)
-    shutil.copytree(REPO / "bundler", source / "bundler", ignore=shutil.ignore_patterns("__py*"))
-    steps = [
-        [*pip, "wheel", "--no-deps", "-w", str(wheels), str(source)],
-        [*pip, "download", "-d", str(wheels), "-c", str(constraints), *RUNTIME_DISTS[:3]],
-    ]
-    for cmd in steps:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        if done.returncode != 0:
-            tail = " | ".join(done.stderr.strip().splitlines()[-3:])
-            problem = f"cannot make the wheelhouse: pip {cmd[5]} failed: {tail}"
-            if os.environ.get("SCRATCHPACK_REQUIRE_DOCKER") == "1":
-                pytest.fail(problem)
-            pytest.skip(problem)
-    return wheels
+    try:
+        base = tmp_path_factory.mktemp("wheelhouse")
+        return make_wheelhouse(base, REPO, pins, RUNTIME_DISTS[:3])
+    except DockerKitError as exc:
+        if os.environ.get("SCRATCHPACK_REQUIRE_DOCKER") == "1":
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="module")
