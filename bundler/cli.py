@@ -252,7 +252,7 @@ def _pack(opts: dict[str, Any], resolver: Resolver, search_path: tuple[str, ...]
         tz=opts["tz"],
         user=opts["user"],
         mkdirs=tuple(opts["mkdir"]),
-        traces=tuple(opts["trace"]),
+        traces=tuple(_split_args(text, "--trace") or () for text in opts["trace"]),
         trace_ok_exits=_exit_codes(opts["trace_ok_exit"]),
     )
     baseline = None

@@ -50,7 +50,7 @@ class PackOptions:
     tz: str | None = None
     user: str | None = None  # --user: its account goes into the image
     mkdirs: tuple[str, ...] = ()
-    traces: tuple[str, ...] = ()  # --trace ARGS, one run each
+    traces: tuple[tuple[str, ...], ...] = ()  # --trace ARGS (split), one run each
     trace_ok_exits: frozenset[int] = frozenset({0})
 
 
@@ -162,11 +162,12 @@ def _add_traced(
         result = trace_program(
             resolver.root,
             program,
-            shlex.split(arguments),
+            arguments,
             ok_exits=options.trace_ok_exits,
             exclude=options.plan.exclude,
         )
-        log.info("traced %s %s: %d files", program, arguments, len(result.files))
+        shown = " ".join(shlex.quote(a) for a in arguments)
+        log.info("traced %s %s: %d files", program, shown, len(result.files))
         # Folders (a whole codec package) go in with their content, as an --extra would.
         elves += planner.add_extras(codec_modules(resolver.root, result.files))
         for path in result.files:
