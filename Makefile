@@ -3,6 +3,8 @@
 #   make test    Debian packages + .venv + Docker Engine (best effort) + ruff + mypy + pytest
 #   make demo    list (and, once packing exists, pack, build and run) a real program of this machine
 #   make bench   bench/resolve.py: ldd vs lddtree vs scratchpack over the host corpus
+#   make fuzz    fuzz/fuzz_elf.py: mutated ELF files against the reader and the CLI, FUZZ_SECONDS
+#                (`make test` runs a bounded, repeatable ~1 minute of it: tests/test_fuzz_elf.py)
 #
 # Targets that install Debian packages need root (or sudo).
 
@@ -35,8 +37,11 @@ DEMO_PACK_ARGS ?=
 
 PYTEST_ARGS ?=
 BENCH_ARGS  ?=
+FUZZ_SECONDS ?= 600
+# FUZZ_SEED=N repeats a run; by default each run draws new inputs.
+FUZZ_SEED    ?=
 
-.PHONY: all deps venv lint test demo bench docker-engine clean distclean
+.PHONY: all deps venv lint test demo bench fuzz docker-engine clean distclean
 
 all: test
 
@@ -110,6 +115,10 @@ demo: deps venv
 ## bench: ldd vs lddtree vs scratchpack (BENCH_ARGS='--limit 200 --json').
 bench: deps venv
 	$(BIN)/python bench/resolve.py $(BENCH_ARGS)
+
+## fuzz: the ELF fuzzing harness for FUZZ_SECONDS; crashes are saved in fuzz/crashes/ (exit 1).
+fuzz: venv
+	$(BIN)/python fuzz/fuzz_elf.py --seconds $(FUZZ_SECONDS) $(if $(FUZZ_SEED),--seed $(FUZZ_SEED),)
 
 clean:
 	rm -rf $(OUT) testdata/build .pytest_cache .mypy_cache .ruff_cache
