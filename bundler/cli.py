@@ -395,19 +395,32 @@ def _configure_logging(verbose: int, quiet: bool) -> None:
     log.propagate = False
 
 
-class Terminated(Exception):
-    """SIGTERM, turned into an exception so that temporary files are removed on the way out."""
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM, raised where the program is, so that temporary files are removed on
+    the way out. A BaseException, like KeyboardInterrupt, so no ``except Exception`` eats it."""
 
 
-def _on_sigterm(_signum: int, _frame: object) -> None:
-    raise Terminated
+def _on_signal(_signum: int, _frame: object) -> None:
+    raise Interrupted
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: maps every outcome to an exit code, and never shows a traceback."""
     # A file-size limit must give an error we can report, not kill us halfway through a write.
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    handlers: dict[signal.Signals, Any] = {
+        signal.SIGXFSZ: signal.SIG_IGN,
+        signal.SIGINT: _on_signal,
+        signal.SIGTERM: _on_signal,
+    }
+    previous = {number: signal.signal(number, handler) for number, handler in handlers.items()}
+    try:
+        return _run(argv)
+    finally:
+        for number, handler in previous.items():  # in-process callers (tests) get theirs back
+            signal.signal(number, handler)
+
+
+def _run(argv: Sequence[str] | None) -> int:
     try:
         command.main(args=list(argv) if argv is not None else None, standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -415,10 +428,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.ClickException as exc:
         exc.show()
         return EXIT_USAGE
-    except click.exceptions.Abort:
-        click.echo("scratchpack: interrupted", err=True)
-        return EXIT_INTERRUPTED
-    except (KeyboardInterrupt, Terminated):
+    except (click.exceptions.Abort, KeyboardInterrupt, Interrupted):
         click.echo("scratchpack: interrupted; outputs were left as they were", err=True)
         return EXIT_INTERRUPTED
     except ScratchpackError as exc:
@@ -429,7 +439,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
     return EXIT_OK
-
-
-if __name__ == "__main__":
-    sys.exit(main())

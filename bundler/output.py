@@ -8,6 +8,7 @@ same folder wait for the first. Anything else in the folder is never touched.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
 import logging
@@ -67,51 +68,91 @@ class OutputDir:
     def temp_path(self, name: str) -> Path:
         return self.path / f"{TEMP_PREFIX}{os.getpid()}-{name}"
 
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """Outputs are made beside their final names; only when every one is complete are they
+        renamed into place, one quick rename each, so a failure or a kill while writing leaves
+        the previous outputs as they were."""
+        txn = Transaction(self)
+        try:
+            yield txn
+            txn.commit()
+        finally:
+            txn.discard()
+
+    def remove(self, name: str) -> None:
+        """Drop an output of ours that this run does not produce (a stale Dockerfile.distroless)."""
+        _remove(self.path / name)
+
+
+class Transaction:
+    """Temporary outputs waiting to be renamed into place together."""
+
+    def __init__(self, out: OutputDir) -> None:
+        self.out = out
+        self.staged: list[tuple[Path, Path]] = []  # (temporary, final)
+        self.leftovers: list[Path] = []
+
     def write_file(
         self, name: str, writer: Callable[[BinaryIO], object], mode: int = 0o644
     ) -> Path:
-        """Write ``name`` through ``writer`` into a temporary file, then rename it into place."""
-        temp = self.temp_path(name)
+        temp, final = self.out.temp_path(name), self.out.path / name
+        self.leftovers.append(temp)
         try:
             with open(temp, "wb") as handle:
                 writer(handle)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.chmod(temp, mode)
-            os.replace(temp, self.path / name)
-        except BaseException as exc:
-            _remove(temp)
-            if isinstance(exc, OSError):
-                raise _output_error(self.path / name, exc) from None
-            raise
-        return self.path / name
+        except OSError as exc:
+            raise _output_error(final, exc) from None
+        self.staged.append((temp, final))
+        return final
 
     def write_text(self, name: str, text: str) -> Path:
         return self.write_file(name, lambda handle: handle.write(text.encode()))
 
-    def replace_tree(self, name: str, builder: Callable[[Path], None]) -> Path:
-        """Build a folder beside ``name`` and swap it in; the old one goes only afterwards."""
-        temp = self.temp_path(name)
-        final = self.path / name
+    def write_tree(self, name: str, builder: Callable[[Path], None]) -> Path:
+        temp, final = self.out.temp_path(name), self.out.path / name
+        self.leftovers.append(temp)
         try:
             builder(temp)
-            if final.exists() or final.is_symlink():
-                old = self.temp_path(name + ".old")
-                os.rename(final, old)
-                os.rename(temp, final)
-                _remove(old)
-            else:
-                os.rename(temp, final)
-        except BaseException as exc:
-            _remove(temp)
-            if isinstance(exc, OSError):
-                raise _output_error(final, exc) from None
-            raise
+        except OSError as exc:
+            raise _output_error(final, exc) from None
+        self.staged.append((temp, final))
         return final
 
-    def remove(self, name: str) -> None:
-        """Drop an output of ours that this run does not produce (a stale Dockerfile.distroless)."""
-        _remove(self.path / name)
+    def commit(self) -> None:
+        for temp, final in self.staged:
+            if temp.is_dir() and final.is_dir() and not final.is_symlink():
+                # Swap the two folders in one step (no moment without rootfs/), then drop the
+                # old one, now at the temporary name.
+                _exchange(temp, final)
+            else:
+                os.replace(temp, final)
+        self.staged.clear()
+
+    def discard(self) -> None:
+        for leftover in self.leftovers:
+            _remove(leftover)
+        self.leftovers.clear()
+
+
+def _exchange(first: Path, second: Path) -> None:
+    """renameat2(RENAME_EXCHANGE); where the kernel or filesystem lacks it, two renames."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2 is not None:
+        result = renameat2(
+            at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), rename_exchange
+        )
+        if result == 0:
+            return
+    aside = first.with_name(first.name + ".old")
+    os.rename(second, aside)
+    os.rename(first, second)
+    os.rename(aside, first)
 
 
 def _output_error(path: Path, exc: OSError) -> OutputError:
@@ -121,7 +162,7 @@ def _output_error(path: Path, exc: OSError) -> OutputError:
         reason = "file size limit exceeded"
     else:
         reason = exc.strerror or str(exc)
-    return OutputError(f"{path}: {reason}; the previous output is unchanged")
+    return OutputError(f"{path}: {reason}; the previous outputs are unchanged")
 
 
 def _remove(path: Path) -> None:

@@ -230,18 +230,18 @@ def write_outputs(
         config = replace(config, env=(*sorted(plan.env.items()), *config.env))
     outputs: dict[str, Path] = {}
     distroless_paths: list[str] = []
-    with OutputDir(options.output).locked() as out:
-        outputs[ROOTFS] = out.replace_tree(
+    with OutputDir(options.output).locked() as out, out.transaction() as txn:
+        outputs[ROOTFS] = txn.write_tree(
             ROOTFS, lambda top: build_tree(entries, top, options.epoch, progress)
         )
-        outputs[TARBALL] = out.write_file(
+        outputs[TARBALL] = txn.write_file(
             TARBALL, lambda handle: write_tarball(entries, handle, options.epoch, progress)
         )
-        outputs[DOCKERFILE] = out.write_text(DOCKERFILE, render_scratch(config, TARBALL))
+        outputs[DOCKERFILE] = txn.write_text(DOCKERFILE, render_scratch(config, TARBALL))
         if options.distroless:
             distroless_paths = _distroless_paths(plan, binaries, resolver, options.distroless)
             text = render_distroless(config, options.distroless, options.stage, distroless_paths)
-            outputs[DISTROLESS] = out.write_text(DISTROLESS, text)
+            outputs[DISTROLESS] = txn.write_text(DISTROLESS, text)
         else:
             out.remove(DISTROLESS)  # ours, from an earlier run: it would describe another pack
     return Packed(plan, binaries, outputs, distroless_paths)
