@@ -218,7 +218,7 @@ def _warn_missing(resolver: Resolver, binaries: list[Binary]) -> None:
         for lib in binary.problems:
             what = lib.error or "not found"
             log.warning("%s: %s (needed by %s)", lib.name, what, " <- ".join(lib.chain))
-            hint = None if lib.error else resolver.conf_hint(lib.name)
+            hint = None if lib.error else resolver.conf_hint(lib.name, lib.chain[-1])
             if hint:
                 log.warning("  hint: %s", hint)
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
 import posixpath
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from bundler import __version__
-from bundler.errors import UsageError
+from bundler.errors import ScratchpackError, UsageError
 from bundler.rootfs import FsRoot
+
+log = logging.getLogger(__name__)
 
 DISTROLESS_IMAGE = "gcr.io/distroless/{variant}-debian12"
 # The Debian packages each distroless variant ships (GoogleContainerTools/distroless, debian12).
@@ -126,7 +129,12 @@ def _dpkg_list(root: FsRoot, package: str) -> set[str] | None:
         return None
     found: set[str] = set()
     for name in names:
-        text = root.read_bytes(posixpath.join(info, name)).decode("utf-8", "surrogateescape")
+        try:
+            data = root.read_bytes(posixpath.join(info, name))
+        except (OSError, ScratchpackError) as exc:
+            log.warning("%s/%s: unreadable (%s); taken as empty", info, name, exc)
+            continue
+        text = data.decode("utf-8", "surrogateescape")
         for line in text.splitlines():
             if line.startswith("/"):
                 found.add(line)

@@ -33,10 +33,6 @@ class BadLoaderConfig(ScratchpackError):
     """ld.so.conf or ld.so.cache of the root cannot be read."""
 
 
-class OutsideRoot(UsageError):
-    """A path given by the user lies outside --root."""
-
-
 class IncompleteClosure(ScratchpackError):
     """The loader would not find every library (the pack refuses it)."""
 

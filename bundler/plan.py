@@ -84,7 +84,10 @@ class Planner:
     """Builds a Plan inside one root."""
 
     def __init__(
-        self, root: FsRoot, options: PlanOptions, hint: Callable[[str], str | None] | None = None
+        self,
+        root: FsRoot,
+        options: PlanOptions,
+        hint: Callable[[str, str], str | None] | None = None,
     ) -> None:
         self.root = root
         self.options = options
@@ -114,7 +117,7 @@ class Planner:
             what = f"{lib.error} ({lib.path})" if lib.error else "not found"
             level = logging.WARNING if self.options.allow_missing else logging.ERROR
             log.log(level, "%s: %s, needed by %s", lib.name, what, " <- ".join(lib.chain))
-            hint = self.hint(lib.name) if self.hint and not lib.error else None
+            hint = self.hint(lib.name, lib.chain[-1]) if self.hint and not lib.error else None
             if hint:
                 log.log(level, "  hint: %s", hint)
         if not self.options.allow_missing:
@@ -143,7 +146,12 @@ class Planner:
         for spec in specs:
             matches = self._expand_extra(spec)
             if not matches:
-                where = "" if self.root.is_host else " inside --root (paths there are in-image)"
+                where = (
+                    ""
+                    if self.root.is_host
+                    else f" inside --root {self.root.top} (paths there are in-image paths; "
+                    "nothing outside the root is packed)"
+                )
                 raise UsageError(f"{spec}: --extra matches nothing{where}")
             for match in matches:
                 elf_files.extend(self._add_extra_tree(match))
@@ -186,9 +194,11 @@ class Planner:
             st = self.root.lstat(item)
             if st is None:
                 continue
-            mode = st.st_mode
+            # A link is judged by what it names: a link to a FIFO is as unpackable as the FIFO.
+            target = self.root.stat(item) if stat.S_ISLNK(st.st_mode) else st
+            mode = target.st_mode if target is not None else stat.S_IFLNK
             if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
-                log.warning("%s: skipped, a %s is not packed", item, _special_name(st.st_mode))
+                log.warning("%s: skipped, a %s is not packed", item, _special_name(mode))
                 continue
             if self._excluded(item):
                 continue

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from bundler.elf import ET_DYN, ET_EXEC, ElfInfo, RawHeader, is_elf, peek_header, read_elf
-from bundler.errors import BadElf
+from bundler.errors import BadElf, ScratchpackError
 from bundler.ldconfig import LdSoConf, read_ld_so_conf
 from bundler.loader import Loader, LoaderFactory, SearchSettings, implied_interpreter
 from bundler.rootfs import FsRoot, SymlinkLoop
@@ -156,15 +156,21 @@ class Resolver:
                 return path if not isinstance(outcome, str) else None
         return None
 
-    def conf_hint(self, name: str) -> str | None:
-        """Why a missing library may be missing: ld.so.conf names a directory that holds it, but
-        the loader reads only ld.so.cache, which is absent or older than that directory."""
+    def conf_hint(self, name: str, program: str) -> str | None:
+        """Why a missing library may be missing: ld.so.conf names a directory that holds one
+        the program's loader would accept, but the loader reads only ld.so.cache, which is
+        absent or older than that directory."""
         if self._conf is None:
             self._conf = read_ld_so_conf(self.root)
-        if "/" in name:
+        loader = self.loader_of(program)
+        if "/" in name or loader is None:
             return None
         for directory in self._conf.directories:
-            if self.root.is_file(posixpath.join(directory, name)):
+            try:
+                found = self.verify(posixpath.join(directory, name), loader)
+            except ScratchpackError:
+                continue  # a malformed file there is no answer either
+            if not isinstance(found, _Skip) and not isinstance(found[1], str):
                 return (
                     f"{directory} (in ld.so.conf) has {name}, but ld.so.cache does not list it: "
                     f"run ldconfig{' -r ROOT' if not self.root.is_host else ''} first"

@@ -209,7 +209,7 @@ def test_path_near_path_max(tmp_path: Path) -> None:
     # nothing left behind.
     out = tmp_path / "out"
     err = one_line_error(run(str(program), "-o", str(out)), "File name too long")
-    assert "previous output is unchanged" in err
+    assert "previous outputs are unchanged" in err
     assert sorted(p.name for p in out.iterdir()) == [".scratchpack.lock"]
 
 
