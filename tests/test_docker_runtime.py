@@ -243,6 +243,23 @@ def python_images(
     return images
 
 
+def _service_image(
+    docker_kit: Any,
+    builder_tag: str,
+    factory: pytest.TempPathFactory,
+    timings: dict[str, float],
+    name: str,
+    command: str,
+) -> dict[str, Any]:
+    """Pack a service with COMMAND in a builder stage and build the FROM scratch image."""
+    start = time.monotonic()
+    stage, got = factory.mktemp(f"{name}-stage"), factory.mktemp(f"{name}-got")
+    out = pack_in_stage(docker_kit, builder_tag, stage, name, [f"{command} -o /out"], got)
+    tag, size = build_out(docker_kit, out, name)
+    timings[f"{name} stage+image"] = time.monotonic() - start
+    return {"tag": tag, "size": size, "out": out}
+
+
 @pytest.fixture(scope="module")
 def nginx_image(
     kit: Any,  # noqa: F811
@@ -250,18 +267,7 @@ def nginx_image(
     tmp_path_factory: pytest.TempPathFactory,
     timings: dict[str, float],
 ) -> dict[str, Any]:
-    start = time.monotonic()
-    out = pack_in_stage(
-        kit,
-        builder,
-        tmp_path_factory.mktemp("nginx-stage"),
-        "nginx",
-        [f"{NGINX_COMMAND} -o /out"],
-        tmp_path_factory.mktemp("nginx-got"),
-    )
-    tag, size = build_out(kit, out, "nginx")
-    timings["nginx stage+image"] = time.monotonic() - start
-    return {"tag": tag, "size": size, "out": out}
+    return _service_image(kit, builder, tmp_path_factory, timings, "nginx", NGINX_COMMAND)
 
 
 @pytest.fixture(scope="module")
@@ -271,18 +277,7 @@ def redis_image(
     tmp_path_factory: pytest.TempPathFactory,
     timings: dict[str, float],
 ) -> dict[str, Any]:
-    start = time.monotonic()
-    out = pack_in_stage(
-        kit,
-        builder,
-        tmp_path_factory.mktemp("redis-stage"),
-        "redis",
-        [f"{REDIS_COMMAND} -o /out"],
-        tmp_path_factory.mktemp("redis-got"),
-    )
-    tag, size = build_out(kit, out, "redis")
-    timings["redis stage+image"] = time.monotonic() - start
-    return {"tag": tag, "size": size, "out": out}
+    return _service_image(kit, builder, tmp_path_factory, timings, "redis", REDIS_COMMAND)
 
 
 @pytest.fixture(scope="module")
