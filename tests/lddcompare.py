@@ -180,7 +180,7 @@ def run_ldd(
 
 
 def scratchpack_cmd() -> list[str]:
-    return [sys.executable, "-m", "bundler.cli"]
+    return [sys.executable, "-m", "bundler"]
 
 
 def run_scratchpack(
