@@ -14,6 +14,7 @@ import fcntl
 import logging
 import os
 import shutil
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -76,9 +77,11 @@ class OutputDir:
         txn = Transaction(self)
         try:
             yield txn
-            txn.commit()
+            with _signals_held():
+                txn.commit()
         finally:
-            txn.discard()
+            with _signals_held():
+                txn.discard()
 
     def remove(self, name: str) -> None:
         """Drop an output of ours that this run does not produce (a stale Dockerfile.distroless)."""
@@ -136,6 +139,19 @@ class Transaction:
         for leftover in self.leftovers:
             _remove(leftover)
         self.leftovers.clear()
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait while outputs are renamed into place or temporaries removed: a
+    signal there would leave outputs of two runs side by side, or temporaries behind. They are
+    delivered right after (SIGKILL cannot wait; the next run removes what it leaves)."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _exchange(first: Path, second: Path) -> None:

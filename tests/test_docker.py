@@ -94,6 +94,15 @@ def kit() -> Iterator[Any]:
             print("docker cleanup left:", *problems, sep="\n  ", file=sys.stderr)
 
 
+@pytest.fixture
+def curl() -> str:
+    """This machine's curl: a small real program with a good handful of libraries."""
+    path = shutil.which("curl")
+    if path is None:
+        pytest.skip("needs curl")
+    return path
+
+
 @pytest.fixture(scope="module")
 def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """scratchpack's wheel (this checkout as it is) and its dependencies', for --no-index."""
@@ -317,10 +326,7 @@ def test_musl_program_runs_from_scratch(
 
 @pytest.mark.docker
 @pytest.mark.slow
-def test_build_and_verify_a_host_program(kit: Any, tmp_path: Path) -> None:
-    curl = shutil.which("curl")
-    if curl is None:
-        pytest.skip("needs curl")
+def test_build_and_verify_a_host_program(kit: Any, tmp_path: Path, curl: str) -> None:
     tag = kit.tag("curl")
     kit.own(tag)
     done = scratchpack(curl, "-o", str(tmp_path / "out"), "--build", tag, "--verify", "--version")
@@ -334,10 +340,7 @@ def test_build_and_verify_a_host_program(kit: Any, tmp_path: Path) -> None:
 
 @pytest.mark.docker
 @pytest.mark.slow
-def test_failing_verify_exits_1_showing_the_output(kit: Any, tmp_path: Path) -> None:
-    curl = shutil.which("curl")
-    if curl is None:
-        pytest.skip("needs curl")
+def test_failing_verify_exits_1_showing_the_output(kit: Any, tmp_path: Path, curl: str) -> None:
     tag = kit.tag("curl-fail")
     kit.own(tag)
     done = scratchpack(
@@ -355,11 +358,8 @@ def test_failing_verify_exits_1_showing_the_output(kit: Any, tmp_path: Path) -> 
 
 @pytest.mark.docker
 @pytest.mark.slow
-def test_verify_with_no_arguments_runs_the_image(kit: Any, tmp_path: Path) -> None:
+def test_verify_with_no_arguments_runs_the_image(kit: Any, tmp_path: Path, curl: str) -> None:
     """curl with no arguments exits 2 ("try 'curl --help'"): the verify run must fail."""
-    curl = shutil.which("curl")
-    if curl is None:
-        pytest.skip("needs curl")
     tag = kit.tag("curl-noargs")
     kit.own(tag)
     done = scratchpack(curl, "-o", str(tmp_path / "out"), "--build", tag, "--verify", "")
@@ -369,10 +369,7 @@ def test_verify_with_no_arguments_runs_the_image(kit: Any, tmp_path: Path) -> No
 
 @pytest.mark.docker
 @pytest.mark.slow
-def test_unbalanced_quote_in_verify_is_a_usage_error(kit: Any, tmp_path: Path) -> None:
-    curl = shutil.which("curl")
-    if curl is None:
-        pytest.skip("needs curl")
+def test_unbalanced_quote_in_verify_is_a_usage_error(kit: Any, tmp_path: Path, curl: str) -> None:
     tag = kit.tag("curl-quote")
     kit.own(tag)
     done = scratchpack(curl, "-o", str(tmp_path / "out"), "--build", tag, "--verify", "'x")
@@ -381,11 +378,8 @@ def test_unbalanced_quote_in_verify_is_a_usage_error(kit: Any, tmp_path: Path) -
     assert len(done.stderr.splitlines()) == 1, done.stderr
 
 
-def test_build_without_an_engine_is_one_line_exit_2(tmp_path: Path) -> None:
+def test_build_without_an_engine_is_one_line_exit_2(tmp_path: Path, curl: str) -> None:
     """No engine mark: this is about a dead engine, so it runs everywhere."""
-    curl = shutil.which("curl")
-    if curl is None:
-        pytest.skip("needs curl")
     try:
         import docker  # noqa: F401
     except ImportError:

@@ -112,7 +112,11 @@ def test_killed_at_random_moments(tmp_path: Path, references: list[dict[str, str
     rnd = random.Random(int(os.environ.get("KILL_SEED", "5")))
     kills = {"SIGINT": 0, "SIGTERM": 0, "SIGKILL": 0}
     mid_write = 0
-    for attempt in range(24):
+    # Run until 24 runs were signalled: on a loaded machine a run may finish before its signal
+    # (and such runs are checked too), so the number of attempts is bounded, not fixed.
+    for attempt in range(80):
+        if sum(kills.values()) >= 24:
+            break
         config = attempt % 2
         sig = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)[attempt % 3]
         proc = subprocess.Popen(
@@ -146,7 +150,7 @@ def test_killed_at_random_moments(tmp_path: Path, references: list[dict[str, str
         assert names - leftovers <= OURS | {"notes.txt", "keep"}
         assert (out / "notes.txt").read_text() == "mine\n"
         assert (out / "keep/data").read_bytes() == b"\x00\x01"
-    assert sum(kills.values()) >= 20, kills
+    assert sum(kills.values()) >= 24, kills
     assert mid_write >= 5, f"only {mid_write} kills landed while outputs were being written"
     # The next run cleans what SIGKILL left and completes.
     final = run(command(out, "-q"))
