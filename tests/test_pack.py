@@ -3,6 +3,7 @@ the tarball is reproducible, and nothing is written when the closure is incomple
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -11,6 +12,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -316,3 +318,28 @@ def test_hwcaps_cache_entry_is_installed_under_its_soname(tmp_path: Path) -> Non
             if expected
             else "glibc-hwcaps" not in zlib_entry["path"]
         )
+
+
+def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
+    """Long work shows a bar on stderr when stderr is a terminal, and -q silences it."""
+    import pty
+
+    if not Path("/usr/share/zoneinfo").is_dir():
+        pytest.skip("needs /usr/share/zoneinfo (hundreds of files)")
+    for quiet, expected in ((False, True), (True, False)):
+        leader, follower = pty.openpty()
+        args = ["true", "-o", str(tmp_path / "out"), "--extra", "/usr/share/zoneinfo"]
+        proc = subprocess.run(
+            [sys.executable, "-m", "bundler", *args, *(["-q"] if quiet else [])],
+            stdout=subprocess.DEVNULL,
+            stderr=follower,
+            timeout=300,
+        )
+        os.close(follower)
+        seen = b""
+        with contextlib.suppress(OSError):
+            while chunk := os.read(leader, 65536):
+                seen += chunk
+        os.close(leader)
+        assert proc.returncode == 0
+        assert (b"packing" in seen) is expected, seen[-300:]

@@ -206,3 +206,10 @@ def test_pack_with_trace_brings_the_stdlib(tmp_path: Path) -> None:
         "0,3",
     )
     assert allowed.returncode == 0, allowed.stderr
+
+
+def test_dlopen_note_single_object_form() -> None:
+    from bundler.elf import _parse_dlopen
+
+    (dep,) = _parse_dlopen("/x", b'{"feature":"f","priority":"suggested","soname":["libq.so.2"]}\0')
+    assert (dep.feature, dep.priority, dep.sonames) == ("f", "suggested", ("libq.so.2",))
