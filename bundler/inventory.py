@@ -30,7 +30,7 @@ class Binary:
 
     path: str
     kind: str  # "dynamic", "static" or "script"
-    interpreter: str | None  # PT_INTERP, the implied loader of a library, or a script's #!
+    interpreter: str | None  # PT_INTERP, or the #! program of a script; None for libraries
     flavor: str | None  # "glibc", "musl"; None for static programs and scripts
     libraries: tuple[Library, ...]
     default_dirs: tuple[str, ...] = ()  # the loader's directories when there is no ld.so.cache
