@@ -41,7 +41,6 @@ ELFDATA2LSB, ELFDATA2MSB = 1, 2
 EV_CURRENT = 1
 ET_EXEC, ET_DYN = 2, 3
 DF_1_NODEFLIB = 0x800
-DF_1_PIE = 0x08000000
 
 # No real program has more; a larger count is forged, and would make us read megabytes.
 MAX_PROGRAM_HEADERS = 4096

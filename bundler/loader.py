@@ -18,7 +18,7 @@ import logging
 import posixpath
 import re
 from dataclasses import dataclass, field, replace
-from functools import cache
+from functools import cache, cached_property
 
 from bundler import hwcaps
 from bundler.elf import ElfIdent, ElfInfo
@@ -163,18 +163,17 @@ class LoaderFactory:
             lib_token=system_dirs[0].strip("/") if system_dirs else "lib",
             platform=platform,
             subdirs=subdirs,
-            cache=self._ld_cache(),
+            cache=self._ld_cache,
             cache_flags=cache_arch_flags(elf_class, machine, e_flags=e_flags),
             cache_hwcaps=levels,
             cache_hwcap=HWCAP_X86_64 if x86_64_legacy else 0,
             cache_platform=platform if platform in ("haswell", "xeon_phi") else None,
         )
 
+    @cached_property
     def _ld_cache(self) -> LdCache | None:
-        # One root has one cache, whatever the number of loaders that read it.
-        if not hasattr(self, "_cache"):
-            self._cache = read_ld_cache(self.root)
-        return self._cache
+        """One root has one cache, whatever the number of loaders that read it."""
+        return read_ld_cache(self.root)
 
     def _fallback_system_dirs(self, elf_class: int) -> tuple[str, ...]:
         """When the loader file is absent or unreadable: the layout the root itself shows."""

@@ -118,12 +118,6 @@ def _add_runtime(
         runtime.mkdir(spec)
     added = runtime.add
     elves = planner.add_extras(added.paths)
-    present = [
-        p
-        for p in added.optional_paths
-        if resolver.root.lstat(p) is not None and p not in options.plan.ephemeral
-    ]
-    elves += planner.add_extras(present)
     for path, data in sorted(added.generated.items()):
         planner.add_generated(path, data)
     for path, target in sorted(added.links.items()):

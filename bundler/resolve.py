@@ -55,18 +55,6 @@ class Closure:
     libraries: tuple[Library, ...]
     default_dirs: tuple[str, ...] = ()  # where this loader looks without any configuration
 
-    @property
-    def problems(self) -> tuple[Library, ...]:
-        return tuple(lib for lib in self.libraries if not lib.ok)
-
-    def files(self) -> Iterator[str]:
-        """The program, its interpreter and every library found, each once, in load order."""
-        seen: set[str] = set()
-        for path in (self.program, self.interpreter, *(lib.path for lib in self.libraries)):
-            if path is not None and path not in seen:
-                seen.add(path)
-                yield path
-
 
 class _Object:
     """A loaded object while one program is resolved (glibc's link_map, musl's dso)."""
@@ -283,9 +271,8 @@ def _glibc_verdict(header: RawHeader, loader: Loader) -> str | None:
     class or machine: 32- and 64-bit libraries share directories), or the message with which
     the load stops."""
     le = loader.little_endian
-    ehdr_size = 64 if loader.elf_class == 64 else 52
     data = header.data
-    if header.size < ehdr_size or len(data) < ehdr_size:
+    if header.size < _ehdr_size(loader) or len(data) < _ehdr_size(loader):
         return "file too short"
     elf_class = 2 if loader.elf_class == 64 else 1
     osabi, abiversion = data[7], data[8]
@@ -308,10 +295,19 @@ def _glibc_verdict(header: RawHeader, loader: Loader) -> str | None:
         return "skip"
     if header.field(16, 2, le) not in (ET_DYN, ET_EXEC):
         return "only ET_DYN and ET_EXEC can be loaded"
-    phentsize_offset = 54 if loader.elf_class == 64 else 42
-    if header.field(phentsize_offset, 2, le) != (56 if loader.elf_class == 64 else 32):
+    if not _phentsize_ok(header, loader):
         return "ELF file's phentsize not the expected size"
     return None
+
+
+def _ehdr_size(loader: Loader) -> int:
+    return 64 if loader.elf_class == 64 else 52
+
+
+def _phentsize_ok(header: RawHeader, loader: Loader) -> bool:
+    """e_phentsize is the loader's Phdr size (another ELF class has another one)."""
+    offset, size = (54, 56) if loader.elf_class == 64 else (42, 32)
+    return header.field(offset, 2, loader.little_endian) == size
 
 
 def _bad_ident(
@@ -337,14 +333,10 @@ def _bad_ident(
 def _musl_verdict(header: RawHeader, loader: Loader) -> str | None:
     """musl's map_library: no magic check; a short file, another e_type or program header size
     (another class) is ENOEXEC. Another machine is not checked at all."""
-    le = loader.little_endian
-    ehdr_size = 64 if loader.elf_class == 64 else 52
-    if len(header.data) < ehdr_size:
+    if len(header.data) < _ehdr_size(loader):
         return "Exec format error"
-    phentsize_offset = 54 if loader.elf_class == 64 else 42
-    if header.field(16, 2, le) not in (ET_DYN, ET_EXEC) or header.field(
-        phentsize_offset, 2, le
-    ) != (56 if loader.elf_class == 64 else 32):
+    e_type = header.field(16, 2, loader.little_endian)
+    if e_type not in (ET_DYN, ET_EXEC) or not _phentsize_ok(header, loader):
         return "Exec format error"
     return None
 

@@ -59,7 +59,6 @@ class Additions:
     """What the runtime groups, --user and --mkdir add to a plan."""
 
     paths: list[str] = field(default_factory=list)  # root paths, added like --extra
-    optional_paths: list[str] = field(default_factory=list)  # the same, when present
     generated: dict[str, bytes] = field(default_factory=dict)  # path -> content
     directories: list[NewDir] = field(default_factory=list)
     links: dict[str, str] = field(default_factory=dict)  # path -> symlink text
@@ -116,8 +115,9 @@ class Runtime:
             if service in BUILTIN_NSS and self.glibc_version >= (2, 34):
                 continue
             self.add.libraries.append(f"libnss_{service}.so.2")
-        for path in NSS_FILES:
-            self.add.optional_paths.append(path)
+        for path in NSS_FILES:  # those the root has; a runtime-mounted one describes the builder
+            if self.root.lstat(path) is not None and path not in self.ephemeral:
+                self.add.paths.append(path)
         if not self._present("/etc/hosts"):
             self.add.generated["/etc/hosts"] = MINIMAL_HOSTS
         for path in ("/etc/services", "/etc/protocols"):
