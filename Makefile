@@ -1,7 +1,7 @@
 # scratchpack: everything a fresh Debian bookworm machine needs, from the repo alone.
 #
 #   make test    Debian packages + .venv + Docker Engine (best effort) + ruff + mypy + pytest
-#   make demo    list (and, once packing exists, pack, build and run) a real program of this machine
+#   make demo    pack this machine's python3 with what a real job needs; build and run it FROM scratch
 #   make bench   bench/resolve.py: ldd vs lddtree vs scratchpack over the host corpus
 #   make fuzz    fuzz/fuzz_elf.py: mutated ELF files against the reader and the CLI, FUZZ_SECONDS
 #                (`make test` runs a bounded, repeatable ~1 minute of it: tests/test_fuzz_elf.py)
@@ -22,18 +22,25 @@ CACHE  := .cache
 OUT    := scratchpack-out
 
 # gcc-multilib: -m32 fixtures; musl-tools: musl-gcc fixtures; pax-utils: lddtree (bench);
-# debootstrap: --root trees; docker.io: dockerd (docker build tests); strace: debugging loads.
+# debootstrap: --root trees; docker.io: dockerd (docker build tests); strace: --trace (demo, tests).
 APT_PACKAGES := gcc gcc-multilib musl-tools pax-utils debootstrap docker.io strace
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-# A real, dynamically linked program of this machine for `make demo`.
-DEMO_PROGRAM  ?= $(firstword $(wildcard /usr/bin/redis-server /usr/sbin/redis-server \
-                    /usr/bin/python3 /usr/bin/bash /bin/bash))
-DEMO_TAG      ?= scratchpack-demo
-DEMO_RUN_ARGS ?= --version
-# Extra arguments of the pack step, e.g. DEMO_PACK_ARGS='--extra /etc/redis/redis.conf'.
-DEMO_PACK_ARGS ?=
+# `make demo` packs this machine's Python and runs real work FROM scratch: SQL, compression,
+# hashing, JSON. The same code is traced while packing (--trace), so every module it imports goes
+# in; without the trace the image could do little beyond --version (scratchpack says so).
+DEMO_PROGRAM   ?= /usr/bin/python3
+DEMO_TAG       ?= scratchpack-demo
+DEMO_PACK_ARGS ?= --with base
+DEMO_CODE      ?= import hashlib, json, sqlite3, zlib; \
+  db = sqlite3.connect(":memory:"); db.execute("create table t (n integer)"); \
+  db.executemany("insert into t values (?)", [(i,) for i in range(100000)]); \
+  rows, total = db.execute("select count(*), sum(n) from t").fetchone(); \
+  packed = zlib.compress(json.dumps(list(range(1000))).encode()); \
+  print(json.dumps({"rows": rows, "sum": total, "zlib_bytes": len(packed), \
+  "sha256": hashlib.sha256(packed).hexdigest()[:16]}))
+export DEMO_CODE
 
 PYTEST_ARGS ?=
 BENCH_ARGS  ?=
@@ -90,26 +97,21 @@ test: deps venv docker-engine lint
 	fi; \
 	exit "$$rc"
 
-## demo: list a real program; pack, build and run it once the CLI can pack.
+## demo: pack a real program with its run-time files; build and run it when an engine answers.
 demo: deps venv
-	@test -n "$(DEMO_PROGRAM)" || { echo "demo: no program found; set DEMO_PROGRAM=" >&2; exit 2; }
+	@test -x "$(DEMO_PROGRAM)" || { echo "demo: $(DEMO_PROGRAM) not found; set DEMO_PROGRAM=" >&2; exit 2; }
 	mkdir -p $(OUT)
-	$(BIN)/scratchpack --list --json $(DEMO_PROGRAM) > $(OUT)/list.json
 	$(BIN)/scratchpack --list $(DEMO_PROGRAM)
-	@echo "demo: JSON listing written to $(OUT)/list.json"
-	@if $(BIN)/scratchpack --help 2>/dev/null | grep -q -- '--output'; then \
-	  $(MAKE) --no-print-directory docker-engine; \
+	@$(MAKE) --no-print-directory docker-engine
+	$(BIN)/scratchpack $(DEMO_PROGRAM) $(DEMO_PACK_ARGS) \
+	  --trace "-c $$(printf '%q' "$$DEMO_CODE")" -o $(OUT)
+	@if docker info >/dev/null 2>&1; then \
 	  set -x; \
-	  $(BIN)/scratchpack $(DEMO_PROGRAM) $(DEMO_PACK_ARGS) -o $(OUT); \
-	  if docker info >/dev/null 2>&1; then \
-	    docker build -t $(DEMO_TAG) $(OUT); \
-	    docker image ls $(DEMO_TAG); \
-	    docker run --rm $(DEMO_TAG) $(DEMO_RUN_ARGS); \
-	  else \
-	    set +x; echo "demo: no Docker Engine answers; packed into $(OUT)/ without building"; \
-	  fi; \
+	  docker build -q -t $(DEMO_TAG) $(OUT); \
+	  docker image ls $(DEMO_TAG); \
+	  docker run --rm $(DEMO_TAG) -c "$$DEMO_CODE"; \
 	else \
-	  echo "demo: this scratchpack only lists (packing comes with issue 3)"; \
+	  echo "demo: no Docker Engine answers; packed into $(OUT)/ without building"; \
 	fi
 
 ## bench: ldd vs lddtree vs scratchpack (BENCH_ARGS='--limit 200 --json').

@@ -12,7 +12,7 @@ has a PT_INTERP or PT_DYNAMIC program header. It is timed through:
       would exceed the system's limit).
 
 Also times one program cold: ``scratchpack --list /usr/bin/python3`` (fresh process each time).
-Targets (issue 2): scratchpack >= 15x faster than ldd, >= 40x faster than lddtree, and a single
+Targets: scratchpack >= 15x faster than ldd, >= 40x faster than lddtree, and a single
 program in under 0.25 s. This is a measurement: it always exits 0 and says whether the targets
 were met.
 

@@ -22,7 +22,7 @@ from bundler.engine import build_image, check_tag, connect, verify_image
 from bundler.errors import ScratchpackError, UsageError
 from bundler.inventory import Binary, collect, file_list, to_json
 from bundler.loader import SearchSettings
-from bundler.pack import TARBALL, PackOptions, make_plan, manifest, write_outputs
+from bundler.pack import TARBALL, PackOptions, TraceRun, make_plan, manifest, write_outputs
 from bundler.plan import Entry, Plan, PlanOptions
 from bundler.programs import DEFAULT_PATH
 from bundler.resolve import Resolver
@@ -99,11 +99,31 @@ input; 130 interrupted.
     help="An empty folder in the image (owner by name or id; default the --user). Repeatable.",
 )
 @click.option(
+    "--entrypoint",
+    default=None,
+    metavar="PROGRAM",
+    help="Which of the PROGRAMs the image starts (path or file name). Default: the first.",
+)
+@click.option(
     "--trace",
     multiple=True,
     metavar="ARGS",
-    help="Run the program once with ARGS under strace (chroot under --root) and pack every file "
-    "it opened: dlopen()ed modules, Python's stdlib, data. Repeatable.",
+    help="Run the entrypoint once with ARGS under strace (chroot under --root) and pack every "
+    "file it opened: dlopen()ed modules, Python's stdlib, data. Repeatable.",
+)
+@click.option(
+    "--trace-cmd",
+    multiple=True,
+    metavar="'PROGRAM ARGS'",
+    help="Like --trace, for any program (a PROGRAM's file name, a path, or a name on PATH): "
+    "e.g. --trace-cmd 'initdb -D /tmp/db' while the image starts postgres. Repeatable.",
+)
+@click.option(
+    "--trace-user",
+    default=None,
+    metavar="USER",
+    help="Run the traced programs as USER (name or uid of the root's passwd, with its groups): "
+    "for programs that refuse root.",
 )
 @click.option(
     "--trace-ok-exit",
@@ -207,6 +227,8 @@ def command(**opts: Any) -> None:
         return
     if opts["verify"] is not None and not opts["build_tag"]:
         raise UsageError("--verify needs --build TAG")
+    if opts["trace_user"] and not (opts["trace"] or opts["trace_cmd"]):
+        raise UsageError("--trace-user needs --trace or --trace-cmd")
     if opts["build_tag"]:
         check_tag(opts["build_tag"])
     _split_args(opts["verify"], "--verify")
@@ -252,8 +274,10 @@ def _pack(opts: dict[str, Any], resolver: Resolver, search_path: tuple[str, ...]
         tz=opts["tz"],
         user=opts["user"],
         mkdirs=tuple(opts["mkdir"]),
-        traces=tuple(_split_args(text, "--trace") or () for text in opts["trace"]),
+        entrypoint=opts["entrypoint"],
+        traces=_trace_runs(opts["trace"], opts["trace_cmd"]),
         trace_ok_exits=_exit_codes(opts["trace_ok_exit"]),
+        trace_user=opts["trace_user"],
     )
     baseline = None
     if resolver.settings.hwcaps != ():
@@ -285,6 +309,17 @@ def _split_args(text: str | None, option: str) -> tuple[str, ...] | None:
         return tuple(shlex.split(text))
     except ValueError as exc:
         raise UsageError(f"{option} {text!r}: {exc}") from None
+
+
+def _trace_runs(traces: Sequence[str], commands: Sequence[str]) -> tuple[TraceRun, ...]:
+    """--trace ARGS (the entrypoint's) then --trace-cmd 'PROGRAM ARGS', split before any work."""
+    runs = [TraceRun(None, _split_args(text, "--trace") or ()) for text in traces]
+    for text in commands:
+        words = _split_args(text, "--trace-cmd") or ()
+        if not words:
+            raise UsageError(f"--trace-cmd {text!r}: expected a program and its arguments")
+        runs.append(TraceRun(words[0], words[1:]))
+    return tuple(runs)
 
 
 def _build(tag: str, verify: tuple[str, ...] | None, timeout: float, context: Path) -> None:

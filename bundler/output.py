@@ -62,9 +62,14 @@ class OutputDir:
 
     def _remove_stale_temps(self) -> None:
         # Left by a run that was killed (SIGKILL leaves no chance to clean up); we hold the lock,
-        # so no live run owns them.
-        for item in self.path.glob(TEMP_PREFIX + "*"):
-            _remove(item)
+        # so no live run owns them. Signals wait until they are gone: a Ctrl-C in the middle
+        # would leave half of a dead run's tree, which no later interrupted run would finish.
+        stale = list(self.path.glob(TEMP_PREFIX + "*"))
+        if not stale:
+            return
+        with _signals_held():
+            for item in stale:
+                _remove(item)
 
     def temp_path(self, name: str) -> Path:
         return self.path / f"{TEMP_PREFIX}{os.getpid()}-{name}"

@@ -16,13 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from bundler.dockerfile import ImageConfig, render_distroless, render_scratch, shipped_by_base
-from bundler.errors import UsageError
+from bundler.errors import ScratchpackError, UsageError
+from bundler.interpreters import warn_interpreters
 from bundler.inventory import Binary, collect
 from bundler.output import OutputDir
 from bundler.plan import FILE, HARDLINK, SYMLINK, Entry, Plan, Planner, PlanOptions
+from bundler.programs import locate
 from bundler.python_codecs import codec_modules
 from bundler.resolve import Resolver
-from bundler.runtime import Runtime
+from bundler.rootfs import FsRoot
+from bundler.runtime import Runtime, trace_user
 from bundler.stage import build_tree, write_tarball
 
 log = logging.getLogger(__name__)
@@ -50,8 +53,18 @@ class PackOptions:
     tz: str | None = None
     user: str | None = None  # --user: its account goes into the image
     mkdirs: tuple[str, ...] = ()
-    traces: tuple[tuple[str, ...], ...] = ()  # --trace ARGS (split), one run each
+    entrypoint: str | None = None  # --entrypoint: the program the image starts (default: first)
+    traces: tuple[TraceRun, ...] = ()  # --trace and --trace-cmd, one run each
     trace_ok_exits: frozenset[int] = frozenset({0})
+    trace_user: str | None = None  # --trace-user: whom the traced runs run as
+
+
+@dataclass(frozen=True)
+class TraceRun:
+    """One traced run: ``program`` (a path or a name; None for the entrypoint) with ``args``."""
+
+    program: str | None
+    args: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -73,11 +86,12 @@ def make_plan(
     ``baseline`` resolves as a CPU without any glibc-hwcaps level would: when the closure
     uses an optimised variant, the plain one goes in too, so the image runs on any CPU."""
     binaries = collect(resolver, specs, options.search_path, options.cwd)
+    entrypoint = _entrypoint(resolver, binaries, options)
     planner = Planner(resolver.root, options.plan, hint=resolver.conf_hint)
     planner.add_binaries(binaries)
     extra_elves = planner.add_extras(options.plan.extras)
     extra_elves += _add_runtime(planner, resolver, binaries, options)
-    extra_elves += _add_traced(planner, resolver, binaries, options)
+    extra_elves += _add_traced(planner, resolver, entrypoint, binaries, options)
     if extra_elves:
         known = {b.path for b in binaries}
         wanted = list(dict.fromkeys(p for p in extra_elves if p not in known))
@@ -89,8 +103,10 @@ def make_plan(
         paths = [b.path for b in binaries if b.kind != "script"]
         planner.add_binaries(collect(baseline, paths, options.search_path, options.cwd))
     plan = planner.plan
-    plan.programs.extend(b.path for b in binaries[:1])
-    _check_entrypoint(resolver, plan.programs[0])
+    plan.programs.append(entrypoint)
+    _check_entrypoint(resolver, entrypoint)
+    if not options.traces:
+        warn_interpreters(resolver.root, binaries, plan)
     if _needs_ld_so_cache(binaries) and resolver.root.is_file(LD_SO_CACHE):
         log.info("%s goes in: some libraries are found only through it", LD_SO_CACHE)
         planner.add_path(LD_SO_CACHE, "config")
@@ -128,7 +144,9 @@ def _add_runtime(
     for soname in added.libraries:
         found = resolver.find_library(soname, glibc) if glibc else None
         if found is None:
-            log.warning(
+            # Debian's stock nsswitch.conf names db and nis, whose modules few roots have:
+            # every user would meet this, and glibc skips the service, so it is no warning.
+            log.info(
                 "%s: named in nsswitch.conf but not in the root; glibc skips that service", soname
             )
             continue
@@ -141,33 +159,81 @@ def _first_glibc(resolver: Resolver, binaries: Sequence[Binary]) -> str | None:
     return next((b.path for b in binaries if b.flavor == "glibc"), None)
 
 
+def _entrypoint(resolver: Resolver, binaries: list[Binary], options: PackOptions) -> str:
+    """The program the image starts: --entrypoint, one of the programs named, or the first."""
+    if options.entrypoint is None:
+        return binaries[0].path
+    try:
+        found = _program_named(resolver, binaries, options.entrypoint, options)
+    except ScratchpackError:
+        found = None  # not a file, not on PATH: not packed either
+    if found not in {b.path for b in binaries}:
+        named = ", ".join(b.path for b in binaries)
+        raise UsageError(
+            f"--entrypoint {options.entrypoint}: not one of the programs packed ({named}); "
+            "name it as a PROGRAM too"
+        )
+    return str(found)
+
+
+def _program_named(
+    resolver: Resolver, binaries: Sequence[Binary], spec: str, options: PackOptions
+) -> str:
+    """The program ``spec`` names: a packed one by path or by file name (``postgres`` for
+    /usr/lib/postgresql/15/bin/postgres, which is not on PATH), else a path or a name on PATH."""
+    paths = [b.path for b in binaries]
+    if "/" not in spec:
+        by_name = [p for p in paths if posixpath.basename(p) == spec]
+        if by_name:
+            return by_name[0]
+    located = locate(resolver.root, spec, options.search_path, options.cwd)
+    real = resolver.root.resolve(located)
+    return next((p for p in paths if resolver.root.resolve(p) == real), located)
+
+
 def _add_traced(
-    planner: Planner, resolver: Resolver, binaries: list[Binary], options: PackOptions
+    planner: Planner,
+    resolver: Resolver,
+    entrypoint: str,
+    binaries: list[Binary],
+    options: PackOptions,
 ) -> list[str]:
-    """--trace: run the first program once per ARGS and keep what it opened."""
+    """--trace and --trace-cmd: run each program once and keep what it opened."""
     if not options.traces:
         return []
     from bundler.trace import trace_program  # strace is only needed here
 
-    program = binaries[0].path  # the entrypoint; a script runs through its #! as it would
+    root = resolver.root
+    user = trace_user(root, options.trace_user) if options.trace_user else None
     elves: list[str] = []
-    for arguments in options.traces:
+    for run in options.traces:
+        # A script runs through its #! as it would; a program not packed yet is packed by the
+        # trace itself (it is executed).
+        program = entrypoint
+        if run.program is not None:
+            try:
+                program = _program_named(resolver, binaries, run.program, options)
+            except ScratchpackError as exc:
+                raise UsageError(f"--trace-cmd {run.program}: {exc}") from None
         started = time.time() - 1  # ctime has coarse granularity on some filesystems
         result = trace_program(
-            resolver.root,
+            root,
             program,
-            arguments,
+            run.args,
             ok_exits=options.trace_ok_exits,
             exclude=options.plan.exclude,
+            user=user,
         )
-        shown = " ".join(shlex.quote(a) for a in arguments)
+        shown = " ".join(shlex.quote(a) for a in run.args)
         log.info("traced %s %s: %d files", program, shown, len(result.files))
         # Folders (a whole codec package) go in with their content, as an --extra would.
         elves += planner.add_extras(codec_modules(resolver.root, result.files))
+        written = {root.resolve(path) for path in result.written}
         for path in result.files:
             if path in planner.plan.entries:
                 continue
-            if _written_during(resolver, path, started) or path in options.plan.ephemeral:
+            changed = root.resolve(path) in written and _changed_since(root, path, started)
+            if changed or path in options.plan.ephemeral:
                 # Output of the traced run (a pid file, a log) or the build container's own
                 # files, not input the program needs.
                 log.info("%s: left out, the traced run wrote it", path)
@@ -177,14 +243,29 @@ def _add_traced(
             if planner.is_elf(path):
                 elves.append(path)
         for directory in result.directories:
-            if resolver.root.lstat(directory) is not None:
+            if _made_by(result.created, directory):
+                # Made by the traced run (initdb's data folder): an image holding it would make
+                # the same run refuse ("exists but is not empty"), and a volume inherit it.
+                log.info("%s: left out, the traced run made it", directory)
+            elif root.lstat(directory) is not None:
                 planner.add_path(directory, "traced")
     return elves
 
 
-def _written_during(resolver: Resolver, path: str, started: float) -> bool:
-    st = resolver.root.lstat(path)
-    return st is not None and st.st_ctime >= started and not resolver.root.is_dir(path)
+def _made_by(created: frozenset[str], path: str) -> bool:
+    """Whether ``path`` is, or lies inside, a folder the run made."""
+    while path != "/":
+        if path in created:
+            return True
+        path = posixpath.dirname(path)
+    return False
+
+
+def _changed_since(root: FsRoot, path: str, started: float) -> bool:
+    """Whether a file the run opened for writing was changed during the run: its ctime. Only
+    asked of files strace saw written, so a file made just before the run stays an input."""
+    st = root.lstat(path)
+    return st is not None and st.st_ctime >= started and not root.is_dir(path)
 
 
 def _check_entrypoint(resolver: Resolver, program: str) -> None:

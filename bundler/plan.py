@@ -17,7 +17,7 @@ import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from bundler.errors import IncompleteClosure, UsageError
+from bundler.errors import IncompleteClosure, ScratchpackError, UsageError
 from bundler.inventory import Binary
 from bundler.rootfs import MAX_SYMLINKS, FsRoot, SymlinkLoop
 
@@ -140,8 +140,10 @@ class Planner:
 
     # -- extras --------------------------------------------------------------------------------
 
-    def add_extras(self, specs: Iterable[str]) -> list[str]:
-        """Add --extra paths (files, directories recursively, globs); returns ELF files found."""
+    def add_extras(self, specs: Iterable[str], option: str = "--extra") -> list[str]:
+        """Add --extra paths (files, directories recursively, globs); returns ELF files found.
+
+        ``option`` names where the paths came from in errors (``--extra``, ``--with``, ...)."""
         elf_files: list[str] = []
         for spec in specs:
             matches = self._expand_extra(spec)
@@ -152,9 +154,14 @@ class Planner:
                     else f" inside --root {self.root.top} (paths there are in-image paths; "
                     "nothing outside the root is packed)"
                 )
-                raise UsageError(f"{spec}: --extra matches nothing{where}")
+                raise UsageError(f"{spec}: {option} matches nothing{where}")
             for match in matches:
-                elf_files.extend(self._add_extra_tree(match))
+                try:
+                    elf_files.extend(self._add_extra_tree(match))
+                except ScratchpackError as exc:
+                    # Name the argument as the user wrote it: a link deep inside a folder is
+                    # found only by knowing which --extra led there.
+                    raise UsageError(f"{option} {spec}: {exc}") from None
         return elf_files
 
     def _expand_extra(self, spec: str) -> list[str]:
@@ -189,34 +196,92 @@ class Planner:
         yield from bases
 
     def _add_extra_tree(self, path: str) -> list[str]:
+        """Add a path and, for a folder, everything below it; the ELF files met.
+
+        A link stays a link, and what it names comes too: a link to a folder brings the folder
+        with its content, whose own links are followed the same way (Debian's
+        ``/usr/share/nginx/modules -> ../../lib/nginx/modules`` must arrive with the modules).
+        """
         elf_files: list[str] = []
-        for item in self._walk(path):
-            st = self.root.lstat(item)
-            if st is None:
-                continue
-            # A link is judged by what it names: a link to a FIFO is as unpackable as the FIFO.
-            target = self.root.stat(item) if stat.S_ISLNK(st.st_mode) else st
-            mode = target.st_mode if target is not None else stat.S_IFLNK
-            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
-                log.warning("%s: skipped, a %s is not packed", item, _special_name(mode))
-                continue
-            if self._excluded(item):
-                continue
-            if item in self.options.ephemeral:
-                log.info("%s: skipped, the build container's runtime mounted it", item)
-                continue
-            self.add_path(item, EXTRA)
-            if stat.S_ISREG(st.st_mode) and self.is_elf(item):
-                elf_files.append(item)
+        self._add_extra_item(path, True, set(), elf_files)
         return elf_files
 
-    def _walk(self, path: str) -> Iterator[str]:
-        yield path
-        st = self.root.lstat(path)
-        if st is None or not stat.S_ISDIR(st.st_mode):
+    def _add_extra_item(self, item: str, named: bool, walked: set[str], elves: list[str]) -> None:
+        """``named``: the path the user gave (not something found below it). ``walked``: the
+        folders (resolved) whose content was added already, so each is walked once."""
+        st = self.root.lstat(item)
+        if st is None:
             return
-        for name in sorted(self.root.listdir(path)):
-            yield from self._walk(posixpath.join(path, name))
+        if stat.S_ISLNK(st.st_mode):
+            target = self._followed_link(item, named)
+            if target is None:
+                return
+            item_st = self.root.lstat(target)
+            assert item_st is not None  # _followed_link checked it
+        else:
+            target, item_st = item, st
+        if not self._packable(item, item_st.st_mode):
+            return
+        self.add_path(item, EXTRA)  # a link with every link on the way, then what it names
+        if stat.S_ISREG(item_st.st_mode) and self.is_elf(item):
+            elves.append(item)
+        if not stat.S_ISDIR(item_st.st_mode):
+            return
+        folder = self.root.resolve(target)
+        if folder in walked:
+            return
+        walked.add(folder)
+        for name in sorted(self.root.listdir(folder)):
+            self._add_extra_item(posixpath.join(folder, name), False, walked, elves)
+
+    def _followed_link(self, link: str, named: bool) -> str | None:
+        """What a link under --extra names (a resolved image path), or None when only the link
+        itself is packed: a link that leaves the root, a loop, a missing target."""
+        parent = self.root.resolve(posixpath.dirname(link))
+        text = os.readlink(self.root.host_path(posixpath.join(parent, posixpath.basename(link))))
+        if not self.root.is_host and _climbs_above_top(parent, text):
+            log.warning(
+                "%s: a link to %s, which leaves the root; packed as a link, not followed",
+                link,
+                text,
+            )
+            self._put_link_only(link)
+            return None
+        try:
+            target = self.root.resolve(link)
+        except SymlinkLoop:
+            log.warning("%s: a loop of symbolic links; packed as a link, not followed", link)
+            self._put_link_only(link)
+            return None
+        if self.root.lstat(target) is None:
+            if named:
+                raise UsageError(f"{link} is a link to {text}, which is not in the root")
+            log.warning("%s: a link to %s, which is not in the root; packed as it is", link, text)
+            self._put_link_only(link)
+            return None
+        if parent == target or parent.startswith(target.rstrip("/") + "/"):
+            log.warning(
+                "%s: a link to %s, a folder that holds the link itself; packed as a link, "
+                "not followed",
+                link,
+                text,
+            )
+            self._put_link_only(link)
+            return None
+        return target
+
+    def _packable(self, item: str, mode: int) -> bool:
+        """Whether an --extra item (``mode``: of what it finally names) goes in."""
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            # A link is judged by what it names: a link to a FIFO is as unpackable as the FIFO.
+            log.warning("%s: skipped, a %s is not packed", item, _special_name(mode))
+            return False
+        if self._excluded(item):
+            return False
+        if item in self.options.ephemeral:
+            log.info("%s: skipped, the build container's runtime mounted it", item)
+            return False
+        return True
 
     def _excluded(self, image_path: str) -> bool:
         host = self.root.host_path(self.root.resolve(image_path))
@@ -248,21 +313,7 @@ class Planner:
                 raise UsageError(f"{path}: no such file in the root")
             last = index == len(parts) - 1
             if stat.S_ISLNK(st.st_mode):
-                target = os.readlink(self.root.host_path(candidate))
-                mtime = int(st.st_mtime)
-                uid, gid = st.st_uid, st.st_gid
-                self._put(
-                    Entry(
-                        candidate,
-                        SYMLINK,
-                        0o777,
-                        LINK,
-                        target=target,
-                        mtime=mtime,
-                        uid=uid,
-                        gid=gid,
-                    )
-                )
+                target = self._put_link(candidate, st)
                 if hops >= MAX_SYMLINKS:
                     raise SymlinkLoop(f"{path}: too many levels of symbolic links")
                 # The target is walked in turn from the link's directory (or the top).
@@ -277,6 +328,23 @@ class Planner:
             if not last:
                 raise UsageError(f"{path}: {candidate} is not a directory")
             self._put_file(candidate, st, kind)
+
+    def _put_link(self, path: str, st: os.stat_result) -> str:
+        """A link entry for ``path`` (its parent already resolved); returns the link text."""
+        target = os.readlink(self.root.host_path(path))
+        mtime, uid, gid = int(st.st_mtime), st.st_uid, st.st_gid
+        self._put(Entry(path, SYMLINK, 0o777, LINK, target=target, mtime=mtime, uid=uid, gid=gid))
+        return target
+
+    def _put_link_only(self, link: str) -> None:
+        """The link as spelt, its folders included, without what it names."""
+        parent = posixpath.dirname(link)
+        if parent != "/":
+            self.add_path(parent, PARENT)
+        real = posixpath.join(self.root.resolve(parent), posixpath.basename(link))
+        st = self.root.lstat(real)
+        if st is not None and stat.S_ISLNK(st.st_mode):
+            self._put_link(real, st)
 
     def _put_dir(self, path: str, st: os.stat_result, kind: str) -> None:
         if path not in self.plan.entries:
@@ -365,6 +433,22 @@ class Planner:
             return
         self._ensure_dirs(posixpath.dirname(directory))
         self.plan.entries[directory] = Entry(directory, DIR, 0o755, PARENT)
+
+
+def _climbs_above_top(folder: str, text: str) -> bool:
+    """Whether a relative link text in ``folder`` climbs with ``..`` above the top; chroot
+    clamps it there, but such a link was meant for another tree (the host's, say)."""
+    if text.startswith("/"):
+        return False
+    depth = len([p for p in folder.split("/") if p])
+    for part in text.split("/"):
+        if part == "..":
+            depth -= 1
+            if depth < 0:
+                return True
+        elif part not in ("", "."):
+            depth += 1
+    return False
 
 
 def _special_name(mode: int) -> str:

@@ -73,6 +73,56 @@ class Account:
     group: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class UserIds:
+    """A user of the root as a process takes it: ids, supplementary groups, home."""
+
+    name: str
+    uid: int
+    gid: int
+    groups: tuple[int, ...] = ()
+    home: str = "/"
+
+
+def trace_user(root: FsRoot, spec: str) -> UserIds:
+    """--trace-user NAME, UID or NAME:GROUP (UID:GID), looked up in the root's passwd and
+    group as login(1) would: primary group from passwd, supplementary ones from group."""
+    name, _, group = spec.partition(":")
+    passwd = _lines(root, "/etc/passwd")
+    groups = _lines(root, "/etc/group")
+    fields = next(
+        (
+            f
+            for f in (line.split(":") for line in passwd)
+            if len(f) >= 6
+            and f[2].isdigit()
+            and f[3].isdigit()
+            and (f[0] == name or (name.isdigit() and f[2] == name))
+        ),
+        None,
+    )
+    if fields is None and not name.isdigit():
+        raise UsageError(f"--trace-user {spec}: no such user in the root's /etc/passwd")
+    uid = int(fields[2]) if fields else int(name)
+    gid = int(fields[3]) if fields else uid
+    if group:
+        gid = _lookup(group, groups, 2, 2, "group")[0]
+    user_name = fields[0] if fields else name
+    member_of = tuple(
+        int(f[2])
+        for f in (line.split(":") for line in groups)
+        if len(f) >= 4 and f[2].isdigit() and user_name in f[3].split(",")
+    )
+    home = fields[5] if fields and fields[5].startswith("/") else "/"
+    return UserIds(user_name, uid, gid, tuple(dict.fromkeys((gid, *member_of))), home)
+
+
+def _lines(root: FsRoot, path: str) -> list[str]:
+    if not root.is_file(path):
+        return []
+    return root.read_bytes(path).decode("utf-8", "replace").splitlines()
+
+
 def expand_groups(names: Iterable[str]) -> list[str]:
     wanted: list[str] = []
     for name in names:
@@ -219,9 +269,7 @@ class Runtime:
         return generated + self._root_lines(f"/etc/{kind}")
 
     def _root_lines(self, path: str) -> list[str]:
-        if not self.root.is_file(path):
-            return []
-        return self.root.read_bytes(path).decode("utf-8", "replace").splitlines()
+        return _lines(self.root, path)
 
     def _merge_account(self, account: Account) -> None:
         for kind, lines in (("passwd", account.passwd), ("group", account.group)):

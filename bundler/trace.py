@@ -49,6 +49,7 @@ from bundler.elf import is_elf, read_elf
 from bundler.errors import BadElf, ProgramNotFound, ScratchpackError, UsageError
 from bundler.programs import SHEBANG_LIMIT, parse_script
 from bundler.rootfs import FsRoot, SymlinkLoop
+from bundler.runtime import UserIds
 
 log = logging.getLogger(__name__)
 
@@ -74,15 +75,22 @@ STDERR_TAIL_BYTES = 4096
 # Seconds to wait for killed processes to finish exiting after a timeout.
 KILL_GRACE = 5.0
 
-# Runs on the host until its chroot(): strace follows it into the program it execs. It exits
-# 127 when it cannot chroot, chdir or exec, as chroot(1) does.
+# Runs on the host until its chroot() (of the root, or of "/" when only the user changes):
+# strace follows it into the program it execs, and its chroot() marks where the program's own
+# calls begin. It takes the user's groups and ids after the chroot and exits 127 when it cannot
+# chroot, switch user, chdir or exec, as chroot(1) does.
 LAUNCHER = """\
 import os, sys
-root, cwd, program = sys.argv[1:4]
+root, cwd, ids, program = sys.argv[1:5]
 try:
     os.chroot(root)
+    if ids:
+        uid, gid, groups = ids.split(":")
+        os.setgroups([int(g) for g in groups.split(",") if g])
+        os.setgid(int(gid))
+        os.setuid(int(uid))
     os.chdir(cwd)
-    os.execv(program, [program, *sys.argv[4:]])
+    os.execv(program, [program, *sys.argv[5:]])
 except OSError as exc:
     sys.stderr.write(f"scratchpack trace: {exc.filename or program}: {exc.strerror}\\n")
     sys.exit(127)
@@ -118,6 +126,10 @@ class TraceResult:
     files: tuple[str, ...]  # regular files (or links to them), first seen first
     directories: tuple[str, ...]  # directories opened, listed, stat'ed, entered or written into
     reasons: dict[str, str] = field(default_factory=dict)  # path -> how it was seen
+    # Paths the run made (mkdir, creat, the new name of a rename): its output, not its input.
+    created: frozenset[str] = frozenset()
+    # Paths the run opened for writing, or made: whether it changed them, their ctime tells.
+    written: frozenset[str] = frozenset()
 
 
 def trace_program(
@@ -130,26 +142,32 @@ def trace_program(
     timeout: float = 600.0,
     env: Mapping[str, str] | None = None,
     cwd: str = "/",
+    user: UserIds | None = None,
 ) -> TraceResult:
     """Run ``program`` (an image path) with ``args`` under strace and collect what it touched.
 
     Under a non-host root the program runs chrooted into it (the caller must be allowed to
     chroot); ``cwd`` is the in-image working directory (``/``, as Docker's default WORKDIR).
     ``exclude`` holds host paths whose files are never reported (the output folder). ``env``
-    defaults to ours, with ``PWD`` set to ``cwd`` (shells check it against their directory).
+    defaults to ours, with ``PWD`` set to ``cwd`` (shells check it against their directory);
+    with a ``user`` (whom the program runs as: initdb refuses root), with its ``HOME``, ``USER``
+    and ``LOGNAME`` too.
     """
     strace = _find_strace()
     _check_program(root, program, cwd)
     with tempfile.TemporaryDirectory(prefix="scratchpack-trace-") as work:
         log_path = os.path.join(work, "strace.log")
         stderr_path = os.path.join(work, "stderr")
-        command, host_cwd = _command(strace, log_path, root, program, args, cwd)
-        log.info("tracing %s", _shown(program, args))
+        launched = not root.is_host or user is not None
+        command, host_cwd = _command(strace, log_path, root, program, args, cwd, user)
+        log.info("tracing %s%s", _shown(program, args), f" as {user.name}" if user else "")
         log.debug("trace command: %s", shlex.join(command))
         run_env = dict(env) if env is not None else {**os.environ, "PWD": cwd}
+        if user is not None:
+            run_env.update(HOME=user.home, USER=user.name, LOGNAME=user.name)
         exit_code = _run(command, host_cwd, run_env, timeout, work, stderr_path, program)
         collector = _Collector(root, [*exclude, work])
-        started = _read_log(log_path, collector, root, cwd)
+        started = _read_log(log_path, collector, root, cwd, launched)
         stderr_tail = _tail(stderr_path)
     log.debug("stderr of %s under trace: %s", program, _one_line(stderr_tail))
     if not started:
@@ -170,6 +188,8 @@ def trace_program(
         files=tuple(collector.files),
         directories=tuple(collector.directories),
         reasons=collector.reasons,
+        created=frozenset(collector.created),
+        written=frozenset(collector.written),
     )
 
 
@@ -197,14 +217,21 @@ def _check_program(root: FsRoot, program: str, cwd: str) -> None:
 
 
 def _command(
-    strace: str, log_path: str, root: FsRoot, program: str, args: Sequence[str], cwd: str
+    strace: str,
+    log_path: str,
+    root: FsRoot,
+    program: str,
+    args: Sequence[str],
+    cwd: str,
+    user: UserIds | None,
 ) -> tuple[list[str], str]:
     """The command line, and the host folder to start it in."""
     head = [strace, *STRACE_OPTIONS, "-o", log_path, "--"]
-    if root.is_host:
+    if root.is_host and user is None:
         return [*head, program, *args], cwd
     # -I -S: the host's PYTHON* variables and site-packages must not change the launcher.
-    launcher = [sys.executable, "-I", "-S", "-c", LAUNCHER, root.top, cwd, program]
+    ids = f"{user.uid}:{user.gid}:{','.join(map(str, user.groups))}" if user else ""
+    launcher = [sys.executable, "-I", "-S", "-c", LAUNCHER, root.top, cwd, ids, program]
     return [*head, *launcher, *args], "/"
 
 
@@ -360,11 +387,16 @@ _PATH_CALLS: dict[str, tuple[int | None, int]] = {
     "chdir": (None, 0),
     "mkdir": (None, 0),
     "mkdirat": (0, 1),
+    # The new name of a rename: made by the run (an atomic write, a folder moved into place).
+    "rename": (None, 1),
+    "renameat": (2, 3),
+    "renameat2": (2, 3),
 }
 _OPENS = frozenset({"open", "openat", "openat2"})
 _EXECS = frozenset({"execve", "execveat"})
-# Calls that make their path: what the program needs is the folder they make it in.
-_MAKES = frozenset({"creat", "mkdir", "mkdirat"})
+# Calls that make their path: what the program needs is the folder they make it in, and the
+# path itself is an output of the run.
+_MAKES = frozenset({"creat", "mkdir", "mkdirat", "rename", "renameat", "renameat2"})
 _FORKS = frozenset({"clone", "clone3", "fork", "vfork"})
 # Every other call of the traced classes (unlink, rename, wait4, ...) is skipped unparsed.
 _WANTED = frozenset(name.encode() for name in {*_PATH_CALLS, *_FORKS, "fchdir", "chroot"})
@@ -457,10 +489,15 @@ class _Cwds:
             collector.offer(posixpath.join(cwd, path), reason, how)
 
 
-def _parse_log(handle: BinaryIO, collector: _Collector, root: FsRoot, cwd: str) -> bool:
-    """Feed every call of the log to the collector; whether the program was started at all."""
+def _parse_log(
+    handle: BinaryIO, collector: _Collector, root: FsRoot, cwd: str, launched: bool
+) -> bool:
+    """Feed every call of the log to the collector; whether the program was started at all.
+
+    ``launched``: the program was started by the launcher, whose own calls up to its chroot()
+    are not the program's."""
     cwds = _Cwds()
-    chrooted = root.is_host  # under --root nothing counts until the launcher's chroot()
+    chrooted = not launched
     started = False
     first_pid: int | None = None
     for call in _calls(handle):
@@ -479,11 +516,13 @@ def _parse_log(handle: BinaryIO, collector: _Collector, root: FsRoot, cwd: str) 
     return started
 
 
-def _read_log(log_path: str, collector: _Collector, root: FsRoot, cwd: str) -> bool:
+def _read_log(
+    log_path: str, collector: _Collector, root: FsRoot, cwd: str, launched: bool
+) -> bool:
     if not os.path.exists(log_path):
         return False  # strace gave up before it opened its log
     with open(log_path, "rb") as handle:
-        return _parse_log(handle, collector, root, cwd)
+        return _parse_log(handle, collector, root, cwd, launched)
 
 
 def _calls(handle: BinaryIO) -> Iterator[_Call]:
@@ -545,17 +584,19 @@ def _after_chdir(pid: int, path: str, cwds: _Cwds, collector: _Collector) -> Non
 
 
 def _classify(call: _Call) -> tuple[str, str]:
-    """How the path was used (for -v), and what to keep: "any", "exec" or "parent"."""
+    """How the path was used (for -v), and what to keep: "any", "exec", "parent" (its folder)
+    or "made" (its folder; the path itself is an output of the run)."""
     if call.name in _EXECS:
         return call.name, "exec"
     if call.name in _MAKES:
-        return call.name, "parent"
+        return call.name, "made"
     if call.name in _OPENS:
         flags = _open_flags(call)
         mode = next((m for m in ("O_WRONLY", "O_RDWR") if m in flags), "O_RDONLY")
         if "O_TMPFILE" in flags:
             return f"{call.name} O_TMPFILE", "any"
-        # Written, or made afresh: an output of this run. Its folder must exist, not the file.
+        # Written, or made afresh: an output of this run. Its folder must exist, not the file
+        # (whether the file is new is told by its ctime: O_CREAT also opens existing files).
         if mode == "O_WRONLY" or ("O_CREAT" in flags and ("O_TRUNC" in flags or "O_EXCL" in flags)):
             return f"{call.name} {mode}", "parent"
         return f"{call.name} {mode}", "any"
@@ -597,6 +638,8 @@ class _Collector:
         self.directories: dict[str, None] = {}
         self.reasons: dict[str, str] = {}
         self.ranks: dict[str, int] = {}
+        self.created: dict[str, None] = {}
+        self.written: dict[str, None] = {}
         # (path, how) pairs already judged: a library is opened by every process that loads it.
         self.seen: set[tuple[str, str]] = set()
 
@@ -605,7 +648,11 @@ class _Collector:
         if clean is None or (clean, how) in self.seen:
             return
         self.seen.add((clean, how))
-        if how == "parent":
+        if how == "made":
+            self.created[clean] = None
+        if how in ("parent", "made") or "O_RDWR" in reason:
+            self.written[clean] = None
+        if how in ("parent", "made"):
             parent = posixpath.dirname(clean)
             self._keep(parent, f"parent of {clean} ({reason})", _SEEN, dirs_only=True)
             return

@@ -47,6 +47,20 @@ DEBOOTSTRAP_INCLUDE = (
     "ca-certificates",
     "tzdata",
     "netbase",
+    # tests/test_docker_corpus.py: real Debian programs of several families, run FROM scratch.
+    # Daemons with configuration trees and plugin modules:
+    "postgresql",
+    "lighttpd",
+    "memcached",
+    "libnginx-mod-http-echo",
+    # interpreters:
+    "perl",
+    "nodejs",
+    # programs that run helpers or a shell, and programs with data folders:
+    "git",
+    "sqlite3",
+    "file",
+    "openssl",
 )
 DEBOOTSTRAP_DIR = CACHE / f"debootstrap-{DEBOOTSTRAP_SUITE}"
 DEBOOTSTRAP_TIMEOUT = 30 * 60

@@ -1,4 +1,4 @@
-"""Proof with a real Docker Engine (issue 3): scratchpack run in a builder stage gives a FROM
+"""Proof with a real Docker Engine: scratchpack run in a builder stage gives a FROM
 scratch redis image that answers PONG; the README's multi-stage pattern does too; the image is
 no bigger than its closure; a musl program runs FROM scratch; --build/--verify work and fail
 cleanly.
@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 SRC = REPO / "testdata" / "src"
 docker_test = [pytest.mark.docker, pytest.mark.slow]
 
-# What the builder stage runs: the issue's command, and a manifest beside it.
+# What the builder stage runs: the README's command, and a manifest beside it.
 STAGE_COMMAND = "scratchpack redis-server --extra /etc/redis/redis.conf -o /out"
 # What scratchpack needs at run time, pinned to the versions tested on the host.
 RUNTIME_DISTS = (
@@ -70,7 +70,7 @@ def scratchpack(
 
 
 def report(capsys: pytest.CaptureFixture[str], text: str) -> None:
-    """Show TEXT on the terminal even under capture (the figures the issue asks for)."""
+    """Show TEXT on the terminal even under capture (the figures a reader of the run wants)."""
     with capsys.disabled():
         print(f"\n    {text}", flush=True)
 

@@ -1,4 +1,4 @@
-"""Proof with a real Docker Engine (issue 4): what ldd cannot see reaches FROM scratch images.
+"""Proof with a real Docker Engine: what ldd cannot see reaches FROM scratch images.
 
 Each subject is packed by scratchpack in a builder stage (an image FROM the bookworm builder of
 tests/test_docker.py: the debootstrapped tree with scratchpack in /opt/scratchpack), /out is
@@ -39,7 +39,7 @@ from typing import Any
 
 import pytest
 
-# The builder image (and the kit that cleans up) are the ones of the issue-3 tests: the same
+# The builder image (and the kit that cleans up) are the ones of tests/test_docker.py: the same
 # fixtures, instantiated once for this module (with the wheelhouse below).
 from test_docker import builder, kit, mb, report, wheelhouse  # noqa: F401
 

@@ -361,3 +361,33 @@ def test_output_that_is_a_file(tmp_path: Path) -> None:
     assert result.returncode == 2 and b"is a file" in result.stderr, result.stderr
     assert b"Traceback" not in result.stderr
     assert target.read_text() == "keep"
+
+
+def test_a_signal_while_a_dead_runs_temporaries_are_removed_waits_for_the_removal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run killed with SIGKILL leaves temporaries; the next run removes them first. A Ctrl-C
+    in the middle of that must not leave half of them (no later interrupted run finishes the
+    job): the signal waits until they are gone, then ends the run."""
+    from bundler import output
+
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = [out / f"{TEMP_PREFIX}99999-rootfs", out / f"{TEMP_PREFIX}99999-rootfs.tar.gz"]
+    (stale[0] / "usr/lib").mkdir(parents=True)
+    (stale[0] / "usr/lib/libc.so.6").write_bytes(b"x")
+    stale[1].write_bytes(b"partial")
+    real_remove = output._remove
+    calls: list[Path] = []
+
+    def remove_then_signal(path: Path) -> None:
+        calls.append(path)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # arrives after the first of two removals
+        real_remove(path)
+
+    monkeypatch.setattr(output, "_remove", remove_then_signal)
+    with pytest.raises(KeyboardInterrupt), output.OutputDir(str(out)).locked():
+        pytest.fail("the signal should have ended the run before its work")
+    assert len(calls) == 2
+    assert not [p for p in out.iterdir() if p.name.startswith(TEMP_PREFIX)]

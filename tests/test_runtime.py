@@ -213,3 +213,23 @@ def test_dlopen_note_single_object_form() -> None:
 
     (dep,) = _parse_dlopen("/x", b'{"feature":"f","priority":"suggested","soname":["libq.so.2"]}\0')
     assert (dep.feature, dep.priority, dep.sonames) == ("f", "suggested", ("libq.so.2",))
+
+
+@pytest.mark.skipif(not host_has_glibc_x86_64(), reason="needs an x86-64 glibc host")
+def test_absent_nss_modules_of_debians_stock_nsswitch_are_no_warning(tmp_path: Path) -> None:
+    """Debian's nsswitch.conf names db and nis, whose modules few roots have; glibc skips a
+    missing service, so every user would see a warning about nothing: it belongs to -v."""
+    root = make_root(tmp_path / "root")
+    (root / "etc/nsswitch.conf").write_text(
+        "passwd: files\ngroup: files\nhosts: files dns\n"
+        "protocols: db files\nservices: db files\nnetgroup: nis\n"
+    )
+    quiet = run("--root", str(root), "/bin/true", "--with", "nss", "-o", str(tmp_path / "a"))
+    assert quiet.returncode == 0, quiet.stderr
+    assert "libnss_db" not in quiet.stderr and "libnss_nis" not in quiet.stderr
+    verbose = run(
+        "--root", str(root), "/bin/true", "--with", "nss", "-v", "-o", str(tmp_path / "b")
+    )
+    assert verbose.returncode == 0, verbose.stderr
+    for module in ("libnss_db.so.2", "libnss_nis.so.2"):
+        assert f"{module}: named in nsswitch.conf but not in the root" in verbose.stderr

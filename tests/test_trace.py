@@ -317,7 +317,7 @@ def _tree(tmp_path: Path) -> FsRoot:
 
 def _feed(root: FsRoot, text: str) -> tuple[_Collector, bool]:
     collector = _Collector(root, [])
-    started = _parse_log(io.BytesIO(text.encode()), collector, root, "/")
+    started = _parse_log(io.BytesIO(text.encode()), collector, root, "/", not root.is_host)
     return collector, started
 
 
