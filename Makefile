@@ -22,8 +22,11 @@ CACHE  := .cache
 OUT    := scratchpack-out
 
 # gcc-multilib: -m32 fixtures; musl-tools: musl-gcc fixtures; pax-utils: lddtree (bench);
-# debootstrap: --root trees; docker.io: dockerd (docker build tests); strace: --trace (demo, tests).
-APT_PACKAGES := gcc gcc-multilib musl-tools pax-utils debootstrap docker.io strace
+# debootstrap: --root trees; docker.io: dockerd (docker build tests); strace: --trace (demo, tests);
+# umoci, skopeo: read back what --oci and --docker-archive write, as other tools would (tests);
+# docker-registry: a registry of the tests' own on 127.0.0.1 (push, pull).
+APT_PACKAGES := gcc gcc-multilib musl-tools pax-utils debootstrap docker.io strace umoci skopeo \
+                docker-registry
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

@@ -20,9 +20,18 @@ from bundler import __version__, hwcaps
 from bundler.dockerfile import ImageConfig, parse_pairs
 from bundler.engine import build_image, check_tag, connect, verify_image
 from bundler.errors import ScratchpackError, UsageError
+from bundler.image.layers import DEFAULT_MAX_LAYERS
 from bundler.inventory import Binary, collect, file_list, to_json
 from bundler.loader import SearchSettings
-from bundler.pack import TARBALL, PackOptions, TraceRun, make_plan, manifest, write_outputs
+from bundler.pack import (
+    TARBALL,
+    Packed,
+    PackOptions,
+    TraceRun,
+    make_plan,
+    manifest,
+    write_outputs,
+)
 from bundler.plan import Entry, Plan, PlanOptions
 from bundler.programs import DEFAULT_PATH
 from bundler.resolve import Resolver
@@ -32,6 +41,7 @@ from bundler.runtime import GROUPS
 log = logging.getLogger("bundler")
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+DEFAULT_OUTPUT = "scratchpack-out"
 
 HELP = """Pack PROGRAM and exactly the files its dynamic loader maps into a FROM scratch image.
 
@@ -61,10 +71,39 @@ input; 130 interrupted.
 @click.option(
     "-o",
     "--output",
-    default="scratchpack-out",
-    show_default=True,
+    default=None,
     type=click.Path(file_okay=False),
-    help="Folder for rootfs/, rootfs.tar.gz and Dockerfile (created; other files left alone).",
+    help="Folder for rootfs/, rootfs.tar.gz and Dockerfile (created; other files left alone). "
+    f"Default: ./{DEFAULT_OUTPUT}, unless --oci or --docker-archive is given.",
+)
+@click.option(
+    "--oci",
+    default=None,
+    metavar="DIR",
+    type=click.Path(file_okay=False),
+    help="Add the image to this OCI image layout (created if absent), in layers by Debian "
+    "package that images from one root share; no Docker Engine needed.",
+)
+@click.option(
+    "--docker-archive",
+    default=None,
+    metavar="FILE",
+    type=click.Path(dir_okay=False),
+    help="Write the layered image as a tarball `docker load -i FILE` takes.",
+)
+@click.option(
+    "--tag",
+    default=None,
+    metavar="NAME",
+    help="The image's name in --oci (ref.name, replaced if present) and --docker-archive "
+    "(:latest added without a tag). Default: the entrypoint's file name.",
+)
+@click.option(
+    "--max-layers",
+    type=click.IntRange(1, 120),
+    default=DEFAULT_MAX_LAYERS,
+    show_default=True,
+    help="At most this many layers; the packages least likely shared are merged on top.",
 )
 @click.option(
     "--root",
@@ -246,14 +285,25 @@ def _warn_missing(resolver: Resolver, binaries: list[Binary]) -> None:
 
 
 def _pack(opts: dict[str, Any], resolver: Resolver, search_path: tuple[str, ...], cwd: str) -> None:
-    output = os.path.abspath(opts["output"])
+    layered = opts["oci"] or opts["docker_archive"]
+    output = opts["output"] or (None if layered else DEFAULT_OUTPUT)
+    output = os.path.abspath(output) if output else None
+    oci = os.path.abspath(opts["oci"]) if opts["oci"] else None
+    archive = os.path.abspath(opts["docker_archive"]) if opts["docker_archive"] else None
+    if oci and output and os.path.realpath(oci) == os.path.realpath(output):
+        raise UsageError(f"--oci {opts['oci']}: the -o folder itself; give them different folders")
+    if opts["tag"] and not layered:
+        raise UsageError("--tag names the image of --oci or --docker-archive; give one of them")
+    if opts["build_tag"] and output is None:
+        raise UsageError("--build builds the -o folder: give -o too")
     options = PackOptions(
         output=output,
         plan=PlanOptions(
             extras=tuple(opts["extra"]),
             allow_missing=opts["allow_missing"],
             keep_setuid=opts["keep_setuid"],
-            exclude=(os.path.realpath(output),),
+            # Never pack our own outputs (a folder of them, or an --oci layout, under /).
+            exclude=tuple(os.path.realpath(p) for p in (output, oci, archive) if p),
             ephemeral=_runtime_mounts() if resolver.root.is_host else frozenset(),
         ),
         image=ImageConfig(
@@ -278,6 +328,10 @@ def _pack(opts: dict[str, Any], resolver: Resolver, search_path: tuple[str, ...]
         traces=_trace_runs(opts["trace"], opts["trace_cmd"]),
         trace_ok_exits=_exit_codes(opts["trace_ok_exit"]),
         trace_user=opts["trace_user"],
+        oci=oci,
+        docker_archive=archive,
+        tag=opts["tag"],
+        max_layers=opts["max_layers"],
     )
     baseline = None
     if resolver.settings.hwcaps != ():
@@ -288,17 +342,33 @@ def _pack(opts: dict[str, Any], resolver: Resolver, search_path: tuple[str, ...]
     if opts["as_json"]:
         click.echo(json.dumps(manifest(packed), indent=2 if sys.stdout.isatty() else None))
     if not opts["quiet"]:
-        files = sum(1 for e in plan.entries.values() if e.type == "file")
+        _summary(packed, options)
+    if opts["build_tag"] and output:
+        verify = _split_args(opts["verify"], "--verify")
+        _build(opts["build_tag"], verify, opts["verify_timeout"], Path(output))
+
+
+def _summary(packed: Packed, options: PackOptions) -> None:
+    plan = packed.plan
+    files = sum(1 for e in plan.entries.values() if e.type == "file")
+    what = f"scratchpack: packed {files} files ({_size(plan.total_bytes)})"
+    if options.output:
         tarball = packed.outputs[TARBALL].stat().st_size
         click.echo(
-            f"scratchpack: packed {files} files ({_size(plan.total_bytes)}) into {output}: "
-            f"rootfs/, {TARBALL} ({_size(tarball)}), Dockerfile"
+            f"{what} into {options.output}: rootfs/, {TARBALL} ({_size(tarball)}), Dockerfile"
             + (", Dockerfile.distroless" if options.distroless else ""),
             err=True,
         )
-    if opts["build_tag"]:
-        verify = _split_args(opts["verify"], "--verify")
-        _build(opts["build_tag"], verify, opts["verify_timeout"], Path(output))
+    image = packed.image
+    if image is None:
+        return
+    where = [f"{options.oci} ({image.digest})"] if options.oci else []
+    where += [f"{options.docker_archive} (docker load)"] if options.docker_archive else []
+    click.echo(
+        f"{what} as image {image.name}, {image.platform}, {len(image.layers)} layers: "
+        + ", ".join(where),
+        err=True,
+    )
 
 
 def _split_args(text: str | None, option: str) -> tuple[str, ...] | None:

@@ -17,9 +17,12 @@ from typing import Any
 
 from bundler.dockerfile import ImageConfig, render_distroless, render_scratch, shipped_by_base
 from bundler.errors import ScratchpackError, UsageError
+from bundler.image.build import image_platform, image_spec
+from bundler.image.layers import DEFAULT_MAX_LAYERS, complete_for_sharing
 from bundler.interpreters import warn_interpreters
 from bundler.inventory import Binary, collect
 from bundler.output import OutputDir
+from bundler.packages.dpkg import open_database
 from bundler.plan import FILE, HARDLINK, SYMLINK, Entry, Plan, Planner, PlanOptions
 from bundler.programs import locate
 from bundler.python_codecs import codec_modules
@@ -41,7 +44,7 @@ LD_SO_CACHE = "/etc/ld.so.cache"
 
 @dataclass(frozen=True)
 class PackOptions:
-    output: str
+    output: str | None  # -o: rootfs/, the tarball and Dockerfiles; None: not written
     plan: PlanOptions
     image: ImageConfig  # entrypoint is filled in from the first program when empty
     epoch: int = 0  # SOURCE_DATE_EPOCH: no mtime in the outputs is later
@@ -57,6 +60,15 @@ class PackOptions:
     traces: tuple[TraceRun, ...] = ()  # --trace and --trace-cmd, one run each
     trace_ok_exits: frozenset[int] = frozenset({0})
     trace_user: str | None = None  # --trace-user: whom the traced runs run as
+    oci: str | None = None  # --oci DIR: an OCI image layout to add the image to
+    docker_archive: str | None = None  # --docker-archive FILE: a tarball for docker load
+    tag: str | None = None  # --tag: the image's name there (default: the entrypoint's name)
+    max_layers: int = DEFAULT_MAX_LAYERS
+
+    @property
+    def layered(self) -> bool:
+        """Whether an image is written in layers (by package) besides or instead of -o."""
+        return bool(self.oci or self.docker_archive)
 
 
 @dataclass(frozen=True)
@@ -73,6 +85,17 @@ class Packed:
     binaries: list[Binary]
     outputs: dict[str, Path]
     distroless_paths: list[str]
+    image: WrittenImage | None = None
+
+
+@dataclass(frozen=True)
+class WrittenImage:
+    """The layered image of a pack: its name, manifest digest and layers."""
+
+    name: str
+    digest: str | None  # of the manifest in the OCI layout (None without --oci)
+    platform: str
+    layers: tuple[tuple[str, int], ...]  # (what the layer holds, entries)
 
 
 Progress = Callable[[Entry], None]
@@ -102,6 +125,11 @@ def make_plan(
         log.info("the closure uses glibc-hwcaps variants; adding the baseline ones for other CPUs")
         paths = [b.path for b in binaries if b.kind != "script"]
         planner.add_binaries(collect(baseline, paths, options.search_path, options.cwd))
+    image_platform(resolver, binaries)  # one machine per image, refused before any write
+    if options.layered:
+        database = open_database(resolver.root)
+        if database is not None:
+            complete_for_sharing(planner, database, binaries)
     plan = planner.plan
     plan.programs.append(entrypoint)
     _check_entrypoint(resolver, entrypoint)
@@ -240,7 +268,7 @@ def _add_traced(
                 continue
             log.info("%s: added (traced: %s)", path, result.reasons.get(path, "used"))
             planner.add_path(path, "traced")
-            if planner.is_elf(path):
+            if path not in result.looked_at and planner.is_elf(path):
                 elves.append(path)
         for directory in result.directories:
             if _made_by(result.created, directory):
@@ -305,6 +333,9 @@ def write_outputs(
         config = replace(config, env=(*sorted(plan.env.items()), *config.env))
     outputs: dict[str, Path] = {}
     distroless_paths: list[str] = []
+    image = _write_image(plan, binaries, options, resolver, config) if options.layered else None
+    if options.output is None:
+        return Packed(plan, binaries, outputs, distroless_paths, image)
     with OutputDir(options.output).locked() as out, out.transaction() as txn:
         outputs[ROOTFS] = txn.write_tree(
             ROOTFS, lambda top: build_tree(entries, top, options.epoch, progress)
@@ -319,7 +350,31 @@ def write_outputs(
             outputs[DISTROLESS] = txn.write_text(DISTROLESS, text)
         else:
             out.remove(DISTROLESS)  # ours, from an earlier run: it would describe another pack
-    return Packed(plan, binaries, outputs, distroless_paths)
+    return Packed(plan, binaries, outputs, distroless_paths, image)
+
+
+def _write_image(
+    plan: Plan,
+    binaries: list[Binary],
+    options: PackOptions,
+    resolver: Resolver,
+    config: ImageConfig,
+) -> WrittenImage:
+    """--oci and --docker-archive: the plan as a layered image, no daemon involved."""
+    from bundler.image.archive import write_docker_archive
+    from bundler.image.oci import write_oci_layout
+
+    spec = image_spec(plan, binaries, resolver, config, options.epoch, options.max_layers)
+    name = options.tag or posixpath.basename(plan.programs[0])
+    digest = None
+    if options.oci:
+        digest = write_oci_layout(options.oci, spec, name)
+        log.info("%s: image %s (%s) in %s", name, digest, spec.platform, options.oci)
+    if options.docker_archive:
+        write_docker_archive(options.docker_archive, spec, name)
+        log.info("%s: written for docker load as %s", options.docker_archive, name)
+    layers = tuple((layer.comment, len(layer.entries)) for layer in spec.layers)
+    return WrittenImage(name, digest, str(spec.platform), layers)
 
 
 def _distroless_paths(
@@ -371,7 +426,7 @@ def manifest(packed: Packed, with_hashes: bool = True) -> dict[str, Any]:
     counts: dict[str, int] = {}
     for entry in packed.plan.entries.values():
         counts[entry.type] = counts.get(entry.type, 0) + 1
-    return {
+    document: dict[str, Any] = {
         "programs": [b.path for b in packed.binaries],
         "files": files,
         "totals": {"entries": len(files), "bytes": packed.plan.total_bytes, **counts},
@@ -382,6 +437,15 @@ def manifest(packed: Packed, with_hashes: bool = True) -> dict[str, Any]:
             for lib in b.problems
         ],
     }
+    if packed.image is not None:
+        image = packed.image
+        document["image"] = {
+            "name": image.name,
+            "digest": image.digest,
+            "platform": image.platform,
+            "layers": [{"holds": holds, "entries": count} for holds, count in image.layers],
+        }
+    return document
 
 
 def _sha256(path: str) -> str:

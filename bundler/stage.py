@@ -15,7 +15,7 @@ import shutil
 import tarfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from bundler.plan import DIR, FILE, HARDLINK, SYMLINK, Entry
 
@@ -81,11 +81,22 @@ def write_tarball(
 ) -> None:
     """A gzip'd tar of the entries: sorted, numeric owners with no names, mtimes clamped, GNU
     format (no PAX time records), gzip header with no file name and time 0."""
-    gz = gzip.GzipFile(filename="", mode="wb", fileobj=handle, mtime=0, compresslevel=9)
+    with gzip.GzipFile(filename="", mode="wb", fileobj=handle, mtime=0, compresslevel=9) as gz:
+        write_tar(entries, cast(BinaryIO, gz), epoch, progress)
+
+
+def write_tar(
+    entries: Iterable[Entry], handle: BinaryIO, epoch: int, progress: Progress | None = None
+) -> None:
+    """The plain tar of the entries (the tarball's, and each image layer's): sorted by path."""
     tar = tarfile.TarFile(
-        fileobj=gz, mode="w", format=tarfile.GNU_FORMAT, encoding="utf-8", errors="surrogateescape"
+        fileobj=handle,
+        mode="w",
+        format=tarfile.GNU_FORMAT,
+        encoding="utf-8",
+        errors="surrogateescape",
     )
-    with gz, tar:
+    with tar:
         for entry in sorted(entries, key=lambda e: e.path):
             info = _tarinfo(entry, epoch)
             if entry.type == FILE and entry.data is not None:

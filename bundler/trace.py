@@ -130,6 +130,9 @@ class TraceResult:
     created: frozenset[str] = frozenset()
     # Paths the run opened for writing, or made: whether it changed them, their ctime tells.
     written: frozenset[str] = frozenset()
+    # Files only looked at (stat, access, readlink), never opened, mapped or executed: their
+    # existence may matter, but an ELF file among them is not loaded, so brings no closure.
+    looked_at: frozenset[str] = frozenset()
 
 
 def trace_program(
@@ -190,6 +193,7 @@ def trace_program(
         reasons=collector.reasons,
         created=frozenset(collector.created),
         written=frozenset(collector.written),
+        looked_at=frozenset(p for p in collector.files if collector.ranks[p] == _SEEN),
     )
 
 
@@ -387,16 +391,24 @@ _PATH_CALLS: dict[str, tuple[int | None, int]] = {
     "chdir": (None, 0),
     "mkdir": (None, 0),
     "mkdirat": (0, 1),
-    # The new name of a rename: made by the run (an atomic write, a folder moved into place).
+    # The new name of a rename, a link or a symlink: made by the run (an atomic write, a folder
+    # moved into place, git's objects, linked into place from a temporary file).
     "rename": (None, 1),
     "renameat": (2, 3),
     "renameat2": (2, 3),
+    "link": (None, 1),
+    "linkat": (2, 3),
+    "symlink": (None, 1),
+    "symlinkat": (1, 2),
 }
 _OPENS = frozenset({"open", "openat", "openat2"})
 _EXECS = frozenset({"execve", "execveat"})
 # Calls that make their path: what the program needs is the folder they make it in, and the
 # path itself is an output of the run.
-_MAKES = frozenset({"creat", "mkdir", "mkdirat", "rename", "renameat", "renameat2"})
+_MAKES = frozenset(
+    {"creat", "mkdir", "mkdirat", "rename", "renameat", "renameat2"}
+    | {"link", "linkat", "symlink", "symlinkat"}
+)
 _FORKS = frozenset({"clone", "clone3", "fork", "vfork"})
 # Every other call of the traced classes (unlink, rename, wait4, ...) is skipped unparsed.
 _WANTED = frozenset(name.encode() for name in {*_PATH_CALLS, *_FORKS, "fchdir", "chroot"})

@@ -190,3 +190,31 @@ def test_trace_user_without_a_trace_is_a_usage_error(tmp_path: Path) -> None:
     result = run("true", "--trace-user", "svc", "-o", str(tmp_path / "out"))
     assert result.returncode == 2
     assert "--trace-user needs --trace or --trace-cmd" in result.stderr
+
+
+def test_files_linked_into_place_by_the_run_are_left_out(tmp_path: Path) -> None:
+    """git writes an object to a temporary name and link()s it into place; a later read of the
+    final name must not make it an input."""
+    root = _root(tmp_path)
+    shutil.copy2("/usr/bin/ln", root / "usr/bin/ln")
+    script = "echo x > /srv/tmp_obj && ln /srv/tmp_obj /srv/object && read y < /srv/object"
+    trace = f"-c '{script}'"
+    code, err, manifest = _pack(root, tmp_path / "out", "/usr/bin/dash", "--trace", trace)
+    assert code == 0, err
+    paths = _paths(manifest)
+    assert "/srv/object" not in paths and "/srv/tmp_obj" not in paths
+    assert "/srv/data.txt" not in paths  # not read by this run: nothing else was added either
+    assert "/srv/object: left out, the traced run wrote it" in err
+
+
+def test_an_elf_file_only_looked_at_brings_no_closure(tmp_path: Path) -> None:
+    """ld.so stat()s $ORIGIN/$PLATFORM folders; /usr/bin/x86_64 is a program on Debian. It is
+    packed (existence may matter), but never loaded, so its libraries are not looked for."""
+    root = make_root(tmp_path / "root", programs=["/usr/bin/dash"])
+    shutil.copy2("/usr/bin/mkdir", root / "usr/bin/x86_64")  # needs libselinux: not in the root
+    code, err, manifest = _pack(
+        root, tmp_path / "out", "/usr/bin/dash", "--trace", "-c 'test -e /usr/bin/x86_64'"
+    )
+    assert code == 0, err
+    assert "/usr/bin/x86_64" in _paths(manifest)
+    assert "libselinux" not in err

@@ -1,0 +1,259 @@
+"""The one tar file ``docker load`` takes, whichever image store the engine has.
+
+Classic engines (Docker 20.10, Debian bookworm's docker.io) read ``manifest.json`` (config and
+layer files by path, RepoTags) and ignore the rest; containerd-backed ones (Docker 25+) read
+the OCI layout at the top of the same tar (``oci-layout``, ``index.json``, blobs), as Docker's
+own ``docker save`` writes it. Both name the same blobs, so every byte is stored once.
+
+Layers stream straight into the archive: each member's header is written once the blob is
+complete and its size and digest known, so no layer is ever held in memory or written twice.
+The members come in a fixed order with time 0 and owner 0: the same inputs give the same bytes.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import re
+import tarfile
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from bundler.errors import ScratchpackError, UsageError
+from bundler.image.oci import (
+    BLOBS,
+    INDEX_FILE,
+    LAYOUT_FILE,
+    LAYOUT_VERSION,
+    MEDIA_CONFIG,
+    MEDIA_INDEX,
+    MEDIA_MANIFEST,
+    REF_NAME,
+    Descriptor,
+    LayerBlob,
+    canonical_json,
+    config_bytes,
+    descriptor_of,
+    error_text,
+    manifest_bytes,
+    platform_json,
+    write_layer,
+)
+from bundler.image.spec import ImageSpec, LayerSpec
+from bundler.stage import Progress
+
+log = logging.getLogger(__name__)
+
+BLOCK = tarfile.BLOCKSIZE
+# containerd's import takes an image's name from this annotation of index.json.
+CONTAINERD_NAME = "io.containerd.image.name"
+TEMP_MARK = ".scratchpack-tmp-"
+# distribution/reference's grammar (what `docker tag` accepts).
+_DOMAIN_PART = r"(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])"
+_DOMAIN = re.compile(rf"{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*(?::[0-9]+)?")
+_PATH_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+_TAG = re.compile(r"\w[\w.-]{0,127}")
+
+
+class ArchiveError(ScratchpackError):
+    """The docker-archive file cannot be written."""
+
+
+def docker_reference(repo_tag: str) -> tuple[str, str]:
+    """(name, tag) of ``name[:tag]``, tag ``latest`` when none is given. The colon of a
+    registry's port is not a tag: ``host:5000/x`` is ``host:5000/x:latest``."""
+    if "@" in repo_tag:
+        raise UsageError(f"{repo_tag!r}: a docker-archive names its image by tag, not by digest")
+    name, tag = repo_tag, "latest"
+    head, sep, tail = repo_tag.rpartition(":")
+    if sep and "/" not in tail:
+        name, tag = head, tail
+    parts = name.split("/")
+    domain = parts[0] if len(parts) > 1 and _is_domain(parts[0]) else None
+    path = parts[1:] if domain else parts
+    valid = (
+        (domain is None or _DOMAIN.fullmatch(domain))
+        and all(_PATH_COMPONENT.fullmatch(p) for p in path)
+        and _TAG.fullmatch(tag)
+        and len(name) <= 255
+    )
+    if not valid:
+        raise UsageError(
+            f"{repo_tag!r}: not a valid image name (lowercase letters, digits and . _ - "
+            "separators, an optional registry host first and :tag last)"
+        )
+    return name, tag
+
+
+def _is_domain(component: str) -> bool:
+    # As Docker tells a registry from a user name: a dot, a port, localhost, or capitals.
+    return any(c in component for c in ".:") or component == "localhost" or not component.islower()
+
+
+def full_name(name: str) -> str:
+    """``redis`` -> ``docker.io/library/redis``: the form containerd stores names in."""
+    first, _, rest = name.partition("/")
+    if rest and _is_domain(first):
+        return name
+    return f"docker.io/{name}" if rest else f"docker.io/library/{name}"
+
+
+def write_docker_archive(
+    path: str | os.PathLike[str], image: ImageSpec, repo_tag: str, progress: Progress | None = None
+) -> str:
+    """Write the archive to PATH, beside it first and renamed into place; the image id (the
+    config's digest, which ``docker load`` and ``docker images`` show)."""
+    final = Path(path)
+    docker_reference(repo_tag)  # a bad name is refused before any work
+    if final.is_dir():
+        raise ArchiveError(f"{final}: is a folder; --docker-archive names the file to write")
+    _remove_dead_temps(final)
+    temp = final.with_name(f".{final.name}{TEMP_MARK}{os.getpid()}")
+    try:
+        fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        # Held while we write: a later call removes the temporaries it can lock, those of
+        # calls that were killed.
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with open(fd, "w+b") as handle:
+            image_id = write_archive_stream(handle, image, repo_tag, progress)
+            handle.flush()
+            os.fsync(handle.fileno())
+            os.replace(temp, final)
+    except OSError as exc:
+        raise _archive_error(final, exc) from None
+    finally:
+        temp.unlink(missing_ok=True)
+    log.info("%s: %s, image %s", final, repo_tag, image_id)
+    return image_id
+
+
+def write_archive_stream(
+    handle: BinaryIO, image: ImageSpec, repo_tag: str, progress: Progress | None = None
+) -> str:
+    """The archive into HANDLE (seekable: each layer's header is written after its blob);
+    the image id."""
+    name, tag = docker_reference(repo_tag)
+    out = _TarWriter(handle)
+    out.directory("blobs/")
+    out.directory(f"{BLOBS.as_posix()}/")
+    layers = [out.layer(layer, image.epoch, progress) for layer in image.layers]
+    config = out.blob(MEDIA_CONFIG, config_bytes(image, [b.diff_id for b in layers]))
+    manifest = out.blob(MEDIA_MANIFEST, manifest_bytes(config, [b.descriptor for b in layers]))
+    index = {
+        "schemaVersion": 2,
+        "mediaType": MEDIA_INDEX,
+        "manifests": [
+            {
+                **manifest.to_json(),
+                "annotations": {CONTAINERD_NAME: f"{full_name(name)}:{tag}", REF_NAME: tag},
+                "platform": platform_json(image.platform),
+            }
+        ],
+    }
+    classic: list[dict[str, Any]] = [
+        {
+            "Config": _member(config),
+            "RepoTags": [f"{name}:{tag}"],
+            "Layers": [_member(b.descriptor) for b in layers],
+        }
+    ]
+    out.file(INDEX_FILE, canonical_json(index))
+    out.file("manifest.json", canonical_json(classic))
+    out.file(LAYOUT_FILE, canonical_json({"imageLayoutVersion": LAYOUT_VERSION}))
+    if layers:
+        # Read only by loaders older than manifest.json (before Docker 1.10).
+        out.file("repositories", canonical_json({name: {tag: layers[-1].descriptor.hex}}))
+    out.close()
+    return config.digest
+
+
+def _member(descriptor: Descriptor) -> str:
+    return f"{BLOBS.as_posix()}/{descriptor.hex}"
+
+
+class _TarWriter:
+    """A tar written by hand, so a member's header can follow its (streamed) content."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+        self.written: set[str] = set()
+
+    def directory(self, name: str) -> None:
+        self.handle.write(_header(name, 0, tarfile.DIRTYPE, 0o755))
+
+    def file(self, name: str, data: bytes) -> None:
+        self.handle.write(_header(name, len(data), tarfile.REGTYPE, 0o644))
+        self.handle.write(data)
+        self._pad(len(data))
+
+    def blob(self, media_type: str, data: bytes) -> Descriptor:
+        descriptor = descriptor_of(media_type, data)
+        if descriptor.digest not in self.written:
+            self.written.add(descriptor.digest)
+            self.file(_member(descriptor), data)
+        return descriptor
+
+    def layer(self, layer: LayerSpec, epoch: int, progress: Progress | None) -> LayerBlob:
+        start = self.handle.tell()
+        self.handle.write(bytes(BLOCK))  # the header's place, filled in below
+        blob = write_layer(layer, self.handle, epoch, progress)
+        if blob.descriptor.digest in self.written:
+            # Two layers of the same bytes: the archive holds the blob once.
+            self.handle.seek(start)
+            self.handle.truncate()
+            return blob
+        self.written.add(blob.descriptor.digest)
+        end = self.handle.tell()
+        self.handle.seek(start)
+        header = _header(_member(blob.descriptor), blob.descriptor.size, tarfile.REGTYPE, 0o644)
+        self.handle.write(header)
+        self.handle.seek(end)
+        self._pad(blob.descriptor.size)
+        return blob
+
+    def close(self) -> None:
+        self.handle.write(bytes(2 * BLOCK))  # the end-of-archive marker
+
+    def _pad(self, size: int) -> None:
+        self.handle.write(bytes(-size % BLOCK))
+
+
+def _header(name: str, size: int, kind: bytes, mode: int) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size, info.type, info.mode = size, kind, mode
+    info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+    header = info.tobuf(tarfile.GNU_FORMAT, "utf-8", "strict")
+    # Our names are short (blobs/sha256/<64 hex>), so one block; a layer's placeholder relies
+    # on it. GNU format writes sizes of 8 GiB and more in base 256, still one block.
+    assert len(header) == BLOCK, name
+    return header
+
+
+def _remove_dead_temps(final: Path) -> None:
+    """Temporaries of this archive left by killed calls: a live call holds a lock on its own."""
+    prefix = f".{final.name}{TEMP_MARK}"
+    folder = final.parent
+    try:
+        names = [n for n in os.listdir(folder) if n.startswith(prefix)]
+    except OSError:
+        return  # the write itself will say what is wrong with the folder
+    for name in names:
+        try:
+            fd = os.open(folder / name, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            (folder / name).unlink(missing_ok=True)
+        except OSError:
+            pass  # locked: its writer is alive
+        finally:
+            os.close(fd)
+
+
+def _archive_error(path: Path, exc: OSError) -> ArchiveError:
+    if exc.errno == errno.EFBIG:
+        return ArchiveError(f"{path}: cannot write the docker-archive: file size limit exceeded")
+    return ArchiveError(error_text(path.parent, exc, f"cannot write {path.name}"))

@@ -1,0 +1,50 @@
+"""From a plan to an image: its layers, its config and its platform, then the writers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from bundler.dockerfile import ImageConfig
+from bundler.errors import UsageError
+from bundler.image.layers import plan_layers
+from bundler.image.spec import ImageSpec, Platform, platform_of
+from bundler.inventory import Binary
+from bundler.packages.dpkg import open_database
+from bundler.plan import Plan
+from bundler.resolve import Resolver
+
+log = logging.getLogger(__name__)
+
+
+def image_platform(resolver: Resolver, binaries: Sequence[Binary]) -> Platform:
+    """The one platform of every ELF program: an image runs on one CPU architecture."""
+    machines: dict[Platform, str] = {}
+    for binary in binaries:
+        if binary.kind == "script":
+            continue
+        ident = resolver.elf(binary.path).ident
+        platform = platform_of(ident.machine, ident.elf_class, ident.little_endian)
+        machines.setdefault(platform, binary.path)
+    if len(machines) > 1:
+        shown = ", ".join(f"{path} is {platform}" for platform, path in machines.items())
+        raise UsageError(f"programs of different machines cannot share one image: {shown}")
+    if not machines:
+        raise UsageError("no ELF program to take the image's platform from")
+    return next(iter(machines))
+
+
+def image_spec(
+    plan: Plan,
+    binaries: Sequence[Binary],
+    resolver: Resolver,
+    config: ImageConfig,
+    epoch: int,
+    max_layers: int,
+) -> ImageSpec:
+    database = open_database(resolver.root)
+    interpreters = [b.interpreter for b in binaries if b.kind == "dynamic" and b.interpreter]
+    layers = plan_layers(plan, database, interpreters, max_layers)
+    platform = image_platform(resolver, binaries)
+    log.info("image: %s, %d layers", platform, len(layers))
+    return ImageSpec(tuple(layers), config, platform, epoch)

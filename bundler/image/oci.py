@@ -1,0 +1,457 @@
+"""Blobs of an image and the OCI image layout (image-spec 1.1) that holds them.
+
+A layer is the reproducible tar of its entries (``stage.write_tar``; its sha256 is the layer's
+diff_id), gzip-compressed with no name, time 0 and a fixed level: the blob. Both hashes are
+taken while the bytes stream to disk, so no layer is ever held in memory. The config and the
+manifest are canonical JSON (sorted keys, no spaces): the same inputs give the same digests
+in any folder and on any machine.
+
+The layout is written so that a call killed at any moment leaves a valid layout with every
+earlier entry intact: a lock file serialises writers, every blob is written under a temporary
+name, fsynced and renamed into place, and ``index.json`` is replaced in one rename once every
+blob it names is there. Temporaries of dead calls are removed by the next call, under the lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import errno
+import fcntl
+import gzip
+import hashlib
+import itertools
+import json
+import logging
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, NamedTuple, cast
+
+from bundler.dockerfile import ImageConfig
+from bundler.errors import ScratchpackError, UsageError
+from bundler.image.spec import ImageSpec, LayerSpec, Platform
+from bundler.stage import Progress, write_tar
+
+log = logging.getLogger(__name__)
+
+MEDIA_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+MEDIA_CONFIG = "application/vnd.oci.image.config.v1+json"
+MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"
+REF_NAME = "org.opencontainers.image.ref.name"
+LAYOUT_FILE = "oci-layout"
+LAYOUT_VERSION = "1.0.0"
+INDEX_FILE = "index.json"
+BLOBS = Path("blobs", "sha256")
+# Fixed, so the same layer gives the same blob; 6 (gzip's default) is most of 9's gain for
+# much less time on big layers.
+GZIP_LEVEL = 6
+CHUNK = 1 << 20
+# Our own names in a layout folder: distinct from the output folder's (bundler.output), so a
+# layout inside an output folder never waits for, nor removes, what a pack run holds.
+LOCK_NAME = ".scratchpack-oci.lock"
+TEMP_PREFIX = ".scratchpack-oci-tmp-"
+# image-spec annotations.md: the grammar of org.opencontainers.image.ref.name.
+_COMPONENT = r"[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*"
+_REF_NAME = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
+
+
+class LayoutError(ScratchpackError):
+    """An OCI layout folder cannot be used or written."""
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    """What a manifest or an index says of a blob."""
+
+    media_type: str
+    digest: str  # "sha256:<hex>"
+    size: int
+
+    @property
+    def hex(self) -> str:
+        return self.digest.partition(":")[2]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+
+
+@dataclass(frozen=True)
+class LayerBlob:
+    descriptor: Descriptor
+    diff_id: str  # "sha256:<hex>" of the uncompressed tar
+
+
+class LayoutImage(NamedTuple):
+    """One image of a layout, read back: its manifest and config, and its layers' files."""
+
+    manifest: dict[str, Any]
+    config: dict[str, Any]
+    layers: list[Path]
+
+
+def canonical_json(value: object) -> bytes:
+    """Sorted keys, no spaces: the same value always gives the same bytes (and digest)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def descriptor_of(media_type: str, data: bytes) -> Descriptor:
+    return Descriptor(media_type, "sha256:" + hashlib.sha256(data).hexdigest(), len(data))
+
+
+# ----- blobs ------------------------------------------------------------------------------------
+
+
+class _HashingWriter:
+    """Passes bytes on to ``handle``, counting and hashing them (tarfile needs ``tell``)."""
+
+    def __init__(self, handle: BinaryIO | gzip.GzipFile) -> None:
+        self.handle = handle
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.handle.write(data)
+        self.sha256.update(data)
+        self.size += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self.sha256.hexdigest()
+
+
+def write_layer(
+    layer: LayerSpec, handle: BinaryIO, epoch: int, progress: Progress | None = None
+) -> LayerBlob:
+    """The layer's blob into ``handle`` (from its position on): tar, gzip, both hashed."""
+    blob = _HashingWriter(handle)
+    with gzip.GzipFile(
+        filename="", mode="wb", fileobj=cast(BinaryIO, blob), mtime=0, compresslevel=GZIP_LEVEL
+    ) as gz:
+        tar = _HashingWriter(gz)
+        write_tar(layer.entries, cast(BinaryIO, tar), epoch, progress)
+    return LayerBlob(Descriptor(MEDIA_LAYER, blob.digest, blob.size), tar.digest)
+
+
+def rfc3339(epoch: int) -> str:
+    moment = datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def platform_json(platform: Platform) -> dict[str, str]:
+    found = {"architecture": platform.architecture, "os": platform.os}
+    if platform.variant:
+        found["variant"] = platform.variant
+    return found
+
+
+def exposed_port(port: str) -> str:
+    """``80`` -> ``80/tcp`` (a bare port is TCP, as for EXPOSE); ``53/UDP`` -> ``53/udp``."""
+    number, _, protocol = port.partition("/")
+    return f"{number}/{(protocol or 'tcp').lower()}"
+
+
+def run_config(config: ImageConfig) -> dict[str, Any]:
+    """The config's ``config`` object: what Docker's own images carry, empty fields left out."""
+    found: dict[str, Any] = {"Entrypoint": list(config.entrypoint)}
+    if config.cmd is not None:
+        found["Cmd"] = list(config.cmd)
+    if config.env:
+        found["Env"] = [f"{key}={value}" for key, value in config.env]
+    if config.user:
+        found["User"] = config.user
+    if config.workdir:
+        found["WorkingDir"] = config.workdir
+    if config.expose:
+        found["ExposedPorts"] = {exposed_port(port): {} for port in config.expose}
+    if config.labels:
+        found["Labels"] = dict(config.labels)
+    return found
+
+
+def config_bytes(image: ImageSpec, diff_ids: list[str]) -> bytes:
+    created = rfc3339(image.epoch)
+    history = [
+        {"created": created, "created_by": layer.comment, "comment": layer.comment}
+        for layer in image.layers
+    ]
+    config = {
+        **platform_json(image.platform),
+        "created": created,
+        "config": run_config(image.config),
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": history,
+    }
+    return canonical_json(config)
+
+
+def manifest_bytes(config: Descriptor, layers: list[Descriptor]) -> bytes:
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": MEDIA_MANIFEST,
+        "config": config.to_json(),
+        "layers": [layer.to_json() for layer in layers],
+    }
+    return canonical_json(manifest)
+
+
+# ----- the layout -------------------------------------------------------------------------------
+
+
+def write_oci_layout(
+    directory: str | os.PathLike[str],
+    image: ImageSpec,
+    name: str,
+    progress: Progress | None = None,
+) -> str:
+    """Add IMAGE to the OCI layout DIRECTORY (created if needed) as NAME, replacing an image
+    of that name; the manifest's digest. Other images of the layout stay."""
+    if not _REF_NAME.fullmatch(name):
+        raise UsageError(
+            f"{name!r}: not a valid image name in an OCI layout (letters, digits, and "
+            "- . _ : @ + / between them)"
+        )
+    top = Path(directory)
+    _check_usable(top)
+    with _locked(top):
+        _check_usable(top)  # another call may have changed it while we waited
+        _remove_temps(top)
+        _remove_temps(top / BLOBS)
+        _start_layout(top)
+        store = _BlobStore(top / BLOBS)
+        manifest = store.add_image(image, progress)
+        entry = {
+            **manifest.to_json(),
+            "annotations": {REF_NAME: name},
+            "platform": platform_json(image.platform),
+        }
+        index = {**read_index(top), "schemaVersion": 2, "mediaType": MEDIA_INDEX}
+        kept = [m for m in index["manifests"] if _ref_name(m) != name]
+        index["manifests"] = sorted([*kept, entry], key=lambda m: (_ref_name(m), m["digest"]))
+        _replace_file(top, INDEX_FILE, canonical_json(index))
+    log.info("%s: %s is %s", top, name, manifest.digest)
+    return manifest.digest
+
+
+class _BlobStore:
+    """blobs/sha256 of a layout, written under its lock: temporary name, fsync, rename."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._serial = itertools.count()
+
+    def add_image(self, image: ImageSpec, progress: Progress | None) -> Descriptor:
+        """Every blob of IMAGE; the manifest's descriptor."""
+        layers = [self.add_layer(layer, image.epoch, progress) for layer in image.layers]
+        config = self.add_bytes(MEDIA_CONFIG, config_bytes(image, [b.diff_id for b in layers]))
+        return self.add_bytes(
+            MEDIA_MANIFEST, manifest_bytes(config, [b.descriptor for b in layers])
+        )
+
+    def add_layer(self, layer: LayerSpec, epoch: int, progress: Progress | None) -> LayerBlob:
+        # The digest is known only once the layer is written; a blob already there is kept
+        # and the new copy dropped.
+        with self._temp() as (temp, handle):
+            blob = write_layer(layer, handle, epoch, progress)
+            self._place(temp, handle, blob.descriptor)
+        return blob
+
+    def add_bytes(self, media_type: str, data: bytes) -> Descriptor:
+        descriptor = descriptor_of(media_type, data)
+        if not (self.folder / descriptor.hex).exists():
+            with self._temp() as (temp, handle):
+                handle.write(data)
+                self._place(temp, handle, descriptor)
+        return descriptor
+
+    @contextlib.contextmanager
+    def _temp(self) -> Iterator[tuple[Path, BinaryIO]]:
+        temp = self.folder / f"{TEMP_PREFIX}{os.getpid()}-{next(self._serial)}"
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            with open(fd, "wb") as handle:
+                yield temp, handle
+        except OSError as exc:
+            raise _blob_error(self.folder, exc) from None
+        finally:
+            temp.unlink(missing_ok=True)  # gone already when it was renamed into place
+
+    def _place(self, temp: Path, handle: BinaryIO, descriptor: Descriptor) -> None:
+        final = self.folder / descriptor.hex
+        if final.exists():
+            return
+        handle.flush()
+        os.fsync(handle.fileno())
+        os.replace(temp, final)
+        _fsync_dir(self.folder)
+
+
+def _blob_error(folder: Path, exc: OSError) -> LayoutError:
+    return LayoutError(error_text(folder, exc, "cannot write a blob"))
+
+
+def error_text(where: Path, exc: OSError, doing: str) -> str:
+    """One line for an OSError met while a layer streams out: a file of the image that could
+    not be read (it changed since it was planned) is named; else WHERE, which was written."""
+    if exc.filename and Path(exc.filename).parent != where:
+        return f"{exc.filename}: cannot read: {exc.strerror}"
+    if exc.errno is None:
+        # tarfile's "unexpected end of data": a file shrank between planning and packing.
+        return f"{where}: {doing}: {exc} (a file of the image shrank while it was read)"
+    if exc.errno == errno.ENOSPC:
+        return f"{where}: {doing}: no space left on the device"
+    return f"{where}: {doing}: {exc.strerror or exc}"
+
+
+def _ref_name(manifest: dict[str, Any]) -> str:
+    annotations = manifest.get("annotations")
+    name = annotations.get(REF_NAME) if isinstance(annotations, dict) else None
+    return name if isinstance(name, str) else ""
+
+
+def _ours(name: str) -> bool:
+    return name == LOCK_NAME or name.startswith(TEMP_PREFIX)
+
+
+def _check_usable(top: Path) -> None:
+    """Refuse a folder that is not (the start of) an OCI layout. A first call killed early
+    leaves only our lock, temporaries and an empty index.json: still ours to finish."""
+    if not top.exists():
+        return
+    if not top.is_dir():
+        raise LayoutError(f"{top}: is not a folder, so it cannot hold an OCI layout")
+    try:
+        names = [n for n in os.listdir(top) if not _ours(n)]
+    except OSError as exc:
+        raise LayoutError(f"{top}: cannot read the folder: {exc.strerror}") from None
+    if names and LAYOUT_FILE not in names and names != [INDEX_FILE]:
+        raise LayoutError(
+            f"{top}: the folder is not empty and is not an OCI layout (no {LAYOUT_FILE} file)"
+        )
+    if INDEX_FILE in names:
+        read_index(top)
+
+
+@contextlib.contextmanager
+def _locked(top: Path) -> Iterator[None]:
+    """The layout's lock for the whole write: concurrent calls into one folder take turns."""
+    try:
+        top.mkdir(parents=True, exist_ok=True)
+        fd = os.open(top / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise LayoutError(f"{top}: cannot create the OCI layout: {exc.strerror}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("%s: another scratchpack run is writing this layout; waiting", top)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _remove_temps(folder: Path) -> None:
+    # Left by calls that were killed; we hold the lock, so no live call owns them.
+    if folder.is_dir():
+        for item in folder.glob(TEMP_PREFIX + "*"):
+            item.unlink(missing_ok=True)
+
+
+def _start_layout(top: Path) -> None:
+    """An empty index.json, then oci-layout, then the blobs folder: a call killed anywhere
+    after this leaves a layout tools accept."""
+    if not (top / INDEX_FILE).exists():
+        empty = {"schemaVersion": 2, "mediaType": MEDIA_INDEX, "manifests": []}
+        _replace_file(top, INDEX_FILE, canonical_json(empty))
+    if not (top / LAYOUT_FILE).exists():
+        _replace_file(top, LAYOUT_FILE, canonical_json({"imageLayoutVersion": LAYOUT_VERSION}))
+    try:
+        (top / BLOBS).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LayoutError(f"{top / BLOBS}: cannot create the folder: {exc.strerror}") from None
+
+
+def _replace_file(top: Path, name: str, data: bytes) -> None:
+    """NAME gets DATA in one rename: a reader sees the old file or the new one, whole."""
+    temp = top / f"{TEMP_PREFIX}{os.getpid()}-{name}"
+    try:
+        with open(temp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, top / name)
+        _fsync_dir(top)
+    except OSError as exc:
+        raise LayoutError(f"{top / name}: cannot write: {exc.strerror}") from None
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """The rename itself survives a crash only once the folder is synced."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ----- reading ----------------------------------------------------------------------------------
+
+
+def read_index(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """The layout's index.json; LayoutError when it is missing or not an image index."""
+    path = Path(directory) / INDEX_FILE
+    try:
+        index = json.loads(path.read_bytes())
+    except OSError as exc:
+        raise LayoutError(f"{path}: cannot read: {exc.strerror}") from None
+    except ValueError as exc:
+        raise LayoutError(f"{path}: not valid JSON ({exc}); not touching this layout") from None
+    if not isinstance(index, dict) or not isinstance(index.get("manifests"), list):
+        raise LayoutError(f"{path}: not an OCI image index (no manifests list)")
+    if not all(
+        isinstance(m, dict) and isinstance(m.get("digest"), str) for m in index["manifests"]
+    ):
+        raise LayoutError(f"{path}: not an OCI image index (a manifest without a digest)")
+    return index
+
+
+def read_json_blob(directory: str | os.PathLike[str], digest: str) -> dict[str, Any]:
+    path = blob_path(directory, digest)
+    try:
+        found = json.loads(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise LayoutError(f"{path}: cannot read the blob {digest}: {exc}") from None
+    if not isinstance(found, dict):
+        raise LayoutError(f"{path}: the blob {digest} is not a JSON object")
+    return found
+
+
+def blob_path(directory: str | os.PathLike[str], digest: str) -> Path:
+    algorithm, _, hexdigest = digest.partition(":")
+    if algorithm != "sha256" or not re.fullmatch(r"[0-9a-f]{64}", hexdigest):
+        raise LayoutError(f"{directory}: {digest!r} is not a sha256 digest")
+    return Path(directory) / BLOBS / hexdigest
+
+
+def read_image(directory: str | os.PathLike[str], name: str) -> LayoutImage:
+    """The image NAME of the layout: manifest, config and the paths of its layer blobs."""
+    matches = [m for m in read_index(directory)["manifests"] if _ref_name(m) == name]
+    if not matches:
+        raise LayoutError(f"{directory}: the OCI layout has no image named {name!r}")
+    manifest = read_json_blob(directory, matches[0]["digest"])
+    config = read_json_blob(directory, manifest["config"]["digest"])
+    layers = [blob_path(directory, layer["digest"]) for layer in manifest["layers"]]
+    return LayoutImage(manifest, config, layers)

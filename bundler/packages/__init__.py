@@ -1,0 +1,1 @@
+"""Package metadata of the root: which package owns each packed file (dpkg)."""
