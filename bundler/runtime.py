@@ -238,6 +238,9 @@ class Runtime:
         gid = entry.split(":")[3]
         groups = self._root_lines("/etc/group")
         group = [line for line in groups if line.split(":")[2:3] == [gid]][:1]
+        # Its other groups too: a key readable only by ssl-cert must stay readable by postgres
+        # (the process gets its groups from the image's /etc/group, not from the root's).
+        group += [line for line in groups if line not in group and name in _members(line)]
         root_user = [line for line in passwd if line.startswith("root:")][:1]
         root_group = [line for line in groups if line.startswith("root:")][:1]
         self._merge_account(Account((*root_user, entry), (*root_group, *group)))
@@ -278,6 +281,12 @@ class Runtime:
             names = {line.split(":", 1)[0] for line in current}
             merged = current + [line for line in lines if line.split(":", 1)[0] not in names]
             self.add.generated[path] = ("\n".join(merged) + "\n").encode()
+
+
+def _members(group_line: str) -> list[str]:
+    """The member names of an /etc/group line (its fourth field)."""
+    fields = group_line.split(":")
+    return fields[3].split(",") if len(fields) > 3 else []
 
 
 def nss_services(nsswitch: str) -> list[str]:

@@ -233,3 +233,18 @@ def test_absent_nss_modules_of_debians_stock_nsswitch_are_no_warning(tmp_path: P
     assert verbose.returncode == 0, verbose.stderr
     for module in ("libnss_db.so.2", "libnss_nis.so.2"):
         assert f"{module}: named in nsswitch.conf but not in the root" in verbose.stderr
+
+
+def test_user_brings_its_supplementary_groups(tmp_path: Path) -> None:
+    """postgres reads a key that only ssl-cert may read: in the image, the process takes its
+    groups from the image's /etc/group, so the user's memberships must be there too."""
+    root = _root(tmp_path)
+    group = Path(root.top) / "etc/group"
+    group.write_text(group.read_text() + "ssl-cert:x:110:postgres,redis\nother:x:111:postgres\n")
+    runtime = Runtime(root)
+    runtime.user("redis")
+    assert runtime.add.generated["/etc/group"].decode().splitlines() == [
+        "root:x:0:",
+        "redis:x:104:",
+        "ssl-cert:x:110:postgres,redis",
+    ]
