@@ -30,9 +30,11 @@ from bundler.pack import (
     TraceRun,
     make_plan,
     manifest,
+    size_json,
+    size_report,
     write_outputs,
 )
-from bundler.plan import Entry, Plan, PlanOptions
+from bundler.plan import Entry, Plan, Planner, PlanOptions
 from bundler.programs import DEFAULT_PATH
 from bundler.resolve import Resolver
 from bundler.rootfs import FsRoot
@@ -68,6 +70,18 @@ input; 130 interrupted.
 @click.argument("programs", nargs=-1, required=True, metavar="PROGRAM...")
 @click.option("--list", "list_only", is_flag=True, help="Print the closure; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
+@click.option(
+    "--sizes",
+    is_flag=True,
+    help="With --list: bytes and files per Debian package of the closure, largest first "
+    "(a pack always reports its largest packages, and --json all of them).",
+)
+@click.option(
+    "--no-package-metadata",
+    is_flag=True,
+    help="Leave out what scanners read (var/lib/dpkg/status.d/, md5sums, copyright files, "
+    "os-release) and the SBOMs.",
+)
 @click.option(
     "-o",
     "--output",
@@ -261,9 +275,14 @@ def command(**opts: Any) -> None:
     resolver = Resolver(fsroot, settings)
     if opts["list_only"]:
         binaries = collect(resolver, opts["programs"], search_path, cwd, workers=opts["jobs"])
-        _print_listing(binaries, opts["as_json"])
+        if opts["sizes"]:
+            _print_sizes(resolver, binaries, opts["as_json"])
+        else:
+            _print_listing(binaries, opts["as_json"])
         _warn_missing(resolver, binaries)
         return
+    if opts["sizes"]:
+        raise UsageError("--sizes goes with --list (a pack reports sizes by itself)")
     if opts["verify"] is not None and not opts["build_tag"]:
         raise UsageError("--verify needs --build TAG")
     if opts["trace_user"] and not (opts["trace"] or opts["trace_cmd"]):
@@ -332,6 +351,7 @@ def _pack(opts: dict[str, Any], resolver: Resolver, search_path: tuple[str, ...]
         docker_archive=archive,
         tag=opts["tag"],
         max_layers=opts["max_layers"],
+        package_metadata=not opts["no_package_metadata"],
     )
     baseline = None
     if resolver.settings.hwcaps != ():
@@ -359,6 +379,11 @@ def _summary(packed: Packed, options: PackOptions) -> None:
             + (", Dockerfile.distroless" if options.distroless else ""),
             err=True,
         )
+    if packed.sizes:
+        top = ", ".join(
+            f"{name or '(no package)'} {_size(size)}" for name, size, _count in packed.sizes[:5]
+        )
+        click.echo(f"scratchpack: largest packages: {top} (--json lists all)", err=True)
     image = packed.image
     if image is None:
         return
@@ -475,6 +500,21 @@ def _read_text(path: str) -> str:
             return handle.read()
     except OSError:
         return ""
+
+
+def _print_sizes(resolver: Resolver, binaries: list[Binary], as_json: bool) -> None:
+    """--list --sizes: what the closure costs per package, without packing."""
+    planner = Planner(resolver.root, PlanOptions(allow_missing=True))
+    planner.add_binaries(binaries)
+    sizes = size_report(planner.plan, resolver.root)
+    if as_json:
+        click.echo(json.dumps({"packages": size_json(sizes)}))
+        return
+    if not sizes:
+        log.warning("the root has no dpkg database: no sizes by package")
+    for name, size, count in sizes:
+        files = "file " if count == 1 else "files"
+        click.echo(f"{_size(size):>10} {count:>5} {files}  {name or '(no package)'}")
 
 
 def _print_listing(binaries: list[Binary], as_json: bool) -> None:

@@ -22,7 +22,15 @@ from bundler.image.layers import DEFAULT_MAX_LAYERS, complete_for_sharing
 from bundler.interpreters import warn_interpreters
 from bundler.inventory import Binary, collect
 from bundler.output import OutputDir
-from bundler.packages.dpkg import open_database
+from bundler.packages.contents import build_contents
+from bundler.packages.dpkg import Database, open_database
+from bundler.packages.metadata import (
+    metadata_paths,
+    metadata_sources,
+    package_metadata,
+    packed_owners,
+    sizes_by_package,
+)
 from bundler.plan import FILE, HARDLINK, SYMLINK, Entry, Plan, Planner, PlanOptions
 from bundler.programs import locate
 from bundler.python_codecs import codec_modules
@@ -39,7 +47,9 @@ ROOTFS, TARBALL, DOCKERFILE, DISTROLESS = (
     "Dockerfile",
     "Dockerfile.distroless",
 )
+SPDX_FILE, CYCLONEDX_FILE = "sbom.spdx.json", "sbom.cdx.json"
 LD_SO_CACHE = "/etc/ld.so.cache"
+METADATA = "metadata"  # the kind of package metadata entries, in the manifest
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,8 @@ class PackOptions:
     docker_archive: str | None = None  # --docker-archive FILE: a tarball for docker load
     tag: str | None = None  # --tag: the image's name there (default: the entrypoint's name)
     max_layers: int = DEFAULT_MAX_LAYERS
+    # Package metadata in the image (status.d, md5sums, copyright, os-release) and SBOMs.
+    package_metadata: bool = True
 
     @property
     def layered(self) -> bool:
@@ -86,6 +98,8 @@ class Packed:
     outputs: dict[str, Path]
     distroless_paths: list[str]
     image: WrittenImage | None = None
+    # (package or None, bytes, files) of the image's regular files, largest first.
+    sizes: tuple[tuple[str | None, int, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -126,10 +140,11 @@ def make_plan(
         paths = [b.path for b in binaries if b.kind != "script"]
         planner.add_binaries(collect(baseline, paths, options.search_path, options.cwd))
     image_platform(resolver, binaries)  # one machine per image, refused before any write
-    if options.layered:
-        database = open_database(resolver.root)
-        if database is not None:
-            complete_for_sharing(planner, database, binaries)
+    database = open_database(resolver.root)
+    if options.layered and database is not None:
+        complete_for_sharing(planner, database, binaries)
+    if options.package_metadata:
+        _add_package_metadata(planner, database)
     plan = planner.plan
     plan.programs.append(entrypoint)
     _check_entrypoint(resolver, entrypoint)
@@ -143,6 +158,21 @@ def make_plan(
     if ld_path and any(via.endswith("LD_LIBRARY_PATH") for via in vias):
         plan.env["LD_LIBRARY_PATH"] = ld_path
     return plan, binaries
+
+
+def _add_package_metadata(planner: Planner, database: Database | None) -> None:
+    """What scanners read in a scratch image: the owners' status.d entries and md5sums, their
+    copyright files, base-files' os-release (once every other file is planned)."""
+    if database is None:
+        log.warning(
+            "the root has no dpkg database: the image gets no package metadata, and its SBOMs "
+            "list files only"
+        )
+        return
+    for path in metadata_sources(planner.plan, database):
+        planner.add_path(path, METADATA)
+    for path, data in sorted(package_metadata(planner.plan, database).generated.items()):
+        planner.add_generated(path, data, kind=METADATA)
 
 
 def _add_runtime(
@@ -333,9 +363,14 @@ def write_outputs(
         config = replace(config, env=(*sorted(plan.env.items()), *config.env))
     outputs: dict[str, Path] = {}
     distroless_paths: list[str] = []
-    image = _write_image(plan, binaries, options, resolver, config) if options.layered else None
+    name = options.tag or posixpath.basename(plan.programs[0])
+    sboms = _sboms(plan, resolver.root, name, options.epoch) if options.package_metadata else {}
+    image = None
+    if options.layered:
+        image = _write_image(plan, binaries, options, resolver, config, name, sboms)
+    sizes = tuple(size_report(plan, resolver.root))
     if options.output is None:
-        return Packed(plan, binaries, outputs, distroless_paths, image)
+        return Packed(plan, binaries, outputs, distroless_paths, image, sizes)
     with OutputDir(options.output).locked() as out, out.transaction() as txn:
         outputs[ROOTFS] = txn.write_tree(
             ROOTFS, lambda top: build_tree(entries, top, options.epoch, progress)
@@ -346,11 +381,40 @@ def write_outputs(
         outputs[DOCKERFILE] = txn.write_text(DOCKERFILE, render_scratch(config, TARBALL))
         if options.distroless:
             distroless_paths = _distroless_paths(plan, binaries, resolver, options.distroless)
-            text = render_distroless(config, options.distroless, options.stage, distroless_paths)
+            made = _distroless_metadata(plan, resolver, distroless_paths, options.output)
+            text = render_distroless(
+                config, options.distroless, options.stage, distroless_paths, made
+            )
             outputs[DISTROLESS] = txn.write_text(DISTROLESS, text)
         else:
             out.remove(DISTROLESS)  # ours, from an earlier run: it would describe another pack
-    return Packed(plan, binaries, outputs, distroless_paths, image)
+        for sbom_name in (SPDX_FILE, CYCLONEDX_FILE):
+            if sbom_name in sboms:
+                outputs[sbom_name] = txn.write_text(sbom_name, sboms[sbom_name].decode())
+            else:
+                out.remove(sbom_name)  # ours, from an earlier run with package metadata
+    return Packed(plan, binaries, outputs, distroless_paths, image, sizes)
+
+
+def size_report(plan: Plan, root: FsRoot) -> list[tuple[str | None, int, int]]:
+    """Which package costs how many bytes and files (no package: None); [] without dpkg."""
+    database = open_database(root)
+    if database is None:
+        return []
+    return sizes_by_package(plan, packed_owners(plan, database))
+
+
+def _sboms(plan: Plan, root: FsRoot, name: str, epoch: int) -> dict[str, bytes]:
+    """The SPDX and CycloneDX documents of the image: its packages and every file."""
+    from bundler.packages.sbom import cyclonedx_document, document_bytes, spdx_document
+
+    database = open_database(root)
+    owners = packed_owners(plan, database) if database is not None else {}
+    contents = build_contents(plan, database, owners, name, epoch)
+    return {
+        SPDX_FILE: document_bytes(spdx_document(contents)),
+        CYCLONEDX_FILE: document_bytes(cyclonedx_document(contents)),
+    }
 
 
 def _write_image(
@@ -359,22 +423,44 @@ def _write_image(
     options: PackOptions,
     resolver: Resolver,
     config: ImageConfig,
+    name: str,
+    sboms: dict[str, bytes],
 ) -> WrittenImage:
-    """--oci and --docker-archive: the plan as a layered image, no daemon involved."""
+    """--oci and --docker-archive: the plan as a layered image, no daemon involved. In the
+    layout, the SBOMs are attached to the image as OCI artifacts (``subject``)."""
     from bundler.image.archive import write_docker_archive
     from bundler.image.oci import write_oci_layout
+    from bundler.image.referrers import CYCLONEDX_JSON, SPDX_JSON, attach_artifact
 
     spec = image_spec(plan, binaries, resolver, config, options.epoch, options.max_layers)
-    name = options.tag or posixpath.basename(plan.programs[0])
     digest = None
     if options.oci:
         digest = write_oci_layout(options.oci, spec, name)
         log.info("%s: image %s (%s) in %s", name, digest, spec.platform, options.oci)
+        for file_name, kind in ((SPDX_FILE, SPDX_JSON), (CYCLONEDX_FILE, CYCLONEDX_JSON)):
+            if file_name in sboms:
+                attach_artifact(options.oci, digest, kind, kind, sboms[file_name], title=file_name)
     if options.docker_archive:
         write_docker_archive(options.docker_archive, spec, name)
         log.info("%s: written for docker load as %s", options.docker_archive, name)
     layers = tuple((layer.comment, len(layer.entries)) for layer in spec.layers)
     return WrittenImage(name, digest, str(spec.platform), layers)
+
+
+def _distroless_metadata(
+    plan: Plan, resolver: Resolver, copied: list[str], output: str
+) -> list[tuple[str, str]]:
+    """The status.d entries of the packages whose files the COPY lines bring, from this run's
+    rootfs/ in the builder stage (the base image has its own packages' entries)."""
+    database = open_database(resolver.root)
+    if database is None:
+        return []
+    owners = {database.owner(path) for path in copied} - {None}
+    made = []
+    for path in metadata_paths(sorted(p for p in owners if p)):
+        if path in plan.entries:
+            made.append((posixpath.join(output, ROOTFS) + path, path))
+    return made
 
 
 def _distroless_paths(
@@ -437,6 +523,8 @@ def manifest(packed: Packed, with_hashes: bool = True) -> dict[str, Any]:
             for lib in b.problems
         ],
     }
+    if packed.sizes:
+        document["packages"] = size_json(packed.sizes)
     if packed.image is not None:
         image = packed.image
         document["image"] = {
@@ -446,6 +534,11 @@ def manifest(packed: Packed, with_hashes: bool = True) -> dict[str, Any]:
             "layers": [{"holds": holds, "entries": count} for holds, count in image.layers],
         }
     return document
+
+
+def size_json(sizes: Sequence[tuple[str | None, int, int]]) -> list[dict[str, Any]]:
+    """The size report as JSON; ``package`` is null for files of no package."""
+    return [{"package": name, "bytes": size, "files": count} for name, size, count in sizes]
 
 
 def _sha256(path: str) -> str:

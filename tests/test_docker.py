@@ -37,11 +37,11 @@ docker_test = [pytest.mark.docker, pytest.mark.slow]
 
 # What the builder stage runs: the README's command, and a manifest beside it.
 STAGE_COMMAND = "scratchpack redis-server --extra /etc/redis/redis.conf -o /out"
-# What scratchpack needs at run time, pinned to the versions tested on the host.
+# What scratchpack needs at run time (pyproject's dependencies first, then theirs), pinned to
+# the versions tested on the host.
+DEPENDENCIES = ("pyelftools", "click", "docker", "packageurl-python")
 RUNTIME_DISTS = (
-    "pyelftools",
-    "click",
-    "docker",
+    *DEPENDENCIES,
     "requests",
     "urllib3",
     "certifi",
@@ -114,7 +114,7 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
             pins.append(f"{dist}=={importlib.metadata.version(dist)}")
     try:
         base = tmp_path_factory.mktemp("wheelhouse")
-        return make_wheelhouse(base, REPO, pins, RUNTIME_DISTS[:3])
+        return make_wheelhouse(base, REPO, pins, DEPENDENCIES)
     except DockerKitError as exc:
         if os.environ.get("SCRATCHPACK_REQUIRE_DOCKER") == "1":
             pytest.fail(str(exc))
@@ -433,3 +433,13 @@ def test_bad_tag_is_refused_before_packing(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "not a valid image name" in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_the_wheelhouse_names_every_dependency() -> None:
+    """The builder image installs from the wheelhouse with --no-index: a dependency missing
+    here would fail every Docker test with pip's "No matching distribution"."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    names = {re.split(r"[<>=!~\[ ;]", dep, maxsplit=1)[0] for dep in project["dependencies"]}
+    assert names == set(DEPENDENCIES)

@@ -8,95 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fakeroot import DEBIAN_STATUS, LOADER, MULTIARCH, make_debian_root
+
 from bundler.image.layers import TOP, complete_for_sharing, plan_layers
 from bundler.inventory import Binary
 from bundler.packages.dpkg import open_database, parse_stanzas
 from bundler.plan import DIR, Planner, PlanOptions
 from bundler.resolve import Library
 from bundler.rootfs import FsRoot
-
-MULTIARCH = "usr/lib/x86_64-linux-gnu"
-LOADER = "/lib64/ld-linux-x86-64.so.2"
-
-STATUS = """\
-Package: libc6
-Status: install ok installed
-Priority: optional
-Section: libs
-Architecture: amd64
-Source: glibc
-Version: 2.36-9
-Description: GNU C Library
- continued here
-
-Package: libfoo1
-Status: install ok installed
-Priority: optional
-Section: libs
-Architecture: amd64
-Version: 1.0-1
-
-Package: footool
-Status: install ok installed
-Priority: optional
-Section: utils
-Architecture: amd64
-Version: 1.0-1
-
-Package: divertor
-Status: install ok installed
-Priority: required
-Section: admin
-Architecture: all
-Version: 3
-
-Package: removed
-Status: deinstall ok config-files
-Architecture: amd64
-Version: 0.1
-"""
-
-LISTS = {
-    "libc6:amd64": [
-        *("/.", "/lib64", LOADER, "/lib/x86_64-linux-gnu"),
-        *(f"/lib/x86_64-linux-gnu/{name}" for name in ("libc.so.6", "libm.so.6")),
-        "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
-        "/lib/x86_64-linux-gnu/gconv/UTF-16.so",
-    ],
-    "libfoo1:amd64": [
-        *(f"/{MULTIARCH}/{name}" for name in ("libfoo.so.1", "libfoo.so.1.0", "libfoo-extra.so.1")),
-        "/usr/share/doc/libfoo1/README",
-    ],
-    "footool:amd64": ["/usr/bin/foo", "/usr/bin/footool", "/etc/foo.conf"],
-    "divertor": ["/usr/bin/foo"],
-}
-
-
-def make_debian_root(top: Path) -> FsRoot:
-    lib = top / MULTIARCH
-    (lib / "gconv").mkdir(parents=True)
-    for link, target in (("lib", "usr/lib"), ("lib64", "usr/lib64"), ("bin", "usr/bin")):
-        (top / link).symlink_to(target)
-    (top / "usr/lib64").mkdir()
-    (top / "usr/bin").mkdir()
-    (top / "etc").mkdir()
-    (top / "usr/lib64/ld-linux-x86-64.so.2").symlink_to(
-        "../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
-    )
-    names = ("ld-linux-x86-64.so.2", "libc.so.6", "libm.so.6", "gconv/UTF-16.so")
-    for name in (*names, "libfoo.so.1.0", "libfoo-extra.so.1"):
-        (lib / name).write_bytes(name.encode() * 100)
-    (lib / "libfoo.so.1").symlink_to("libfoo.so.1.0")
-    for name in ("foo", "footool", "foo.distrib"):
-        (top / "usr/bin" / name).write_bytes(b"#!" + name.encode())
-    (top / "etc/foo.conf").write_text("conf\n")
-    info = top / "var/lib/dpkg/info"
-    info.mkdir(parents=True)
-    (top / "var/lib/dpkg/status").write_text(STATUS)
-    for name, lines in LISTS.items():
-        (info / f"{name}.list").write_text("\n".join(lines) + "\n")
-    (top / "var/lib/dpkg/diversions").write_text("/usr/bin/foo\n/usr/bin/foo.distrib\ndivertor\n")
-    return FsRoot(str(top))
 
 
 def _binary(path: str, libraries: list[str]) -> Binary:
@@ -112,7 +31,7 @@ def _planner(root: FsRoot, binary: Binary, extras: tuple[str, ...] = ()) -> Plan
 
 
 def test_stanzas_keep_order_and_continuations() -> None:
-    stanzas = list(parse_stanzas(STATUS))
+    stanzas = list(parse_stanzas(DEBIAN_STATUS))
     names = [dict(s)["Package"] for s in stanzas]
     assert names == ["libc6", "libfoo1", "footool", "divertor", "removed"]
     assert dict(stanzas[0])["Description"] == "GNU C Library\n continued here"

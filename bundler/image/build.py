@@ -17,8 +17,9 @@ from bundler.resolve import Resolver
 log = logging.getLogger(__name__)
 
 
-def image_platform(resolver: Resolver, binaries: Sequence[Binary]) -> Platform:
-    """The one platform of every ELF program: an image runs on one CPU architecture."""
+def image_platform(resolver: Resolver, binaries: Sequence[Binary]) -> Platform | None:
+    """The one platform of every ELF program (an image runs on one CPU architecture); None
+    when there is no ELF program (a script that is its own interpreter)."""
     machines: dict[Platform, str] = {}
     for binary in binaries:
         if binary.kind == "script":
@@ -29,9 +30,7 @@ def image_platform(resolver: Resolver, binaries: Sequence[Binary]) -> Platform:
     if len(machines) > 1:
         shown = ", ".join(f"{path} is {platform}" for platform, path in machines.items())
         raise UsageError(f"programs of different machines cannot share one image: {shown}")
-    if not machines:
-        raise UsageError("no ELF program to take the image's platform from")
-    return next(iter(machines))
+    return next(iter(machines), None)
 
 
 def image_spec(
@@ -46,5 +45,7 @@ def image_spec(
     interpreters = [b.interpreter for b in binaries if b.kind == "dynamic" and b.interpreter]
     layers = plan_layers(plan, database, interpreters, max_layers)
     platform = image_platform(resolver, binaries)
+    if platform is None:
+        raise UsageError("no ELF program to take the image's platform from")
     log.info("image: %s, %d layers", platform, len(layers))
     return ImageSpec(tuple(layers), config, platform, epoch)

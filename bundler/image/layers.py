@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from bundler.image.spec import LayerSpec
 from bundler.inventory import Binary
 from bundler.packages.dpkg import Database
+from bundler.packages.metadata import STATUS_D
 from bundler.plan import DIR, HARDLINK, LIBRARY, LINK, SYMLINK, Entry, Plan, Planner
 
 log = logging.getLogger(__name__)
@@ -139,6 +140,10 @@ def _package_of(
 ) -> str:
     if entry.type == HARDLINK and entry.target in group_of:
         return group_of[entry.target]  # a hard link lives in the layer of its twin
+    if entry.path.startswith(STATUS_D + "/"):
+        # Each package's layer carries its own slice of the package database, as apko's do.
+        name = posixpath.basename(entry.path).removesuffix(".md5sums")
+        return name if name in database.packages else TOP
     if entry.data is not None:
         return TOP  # made by scratchpack
     if bottom and entry.type == SYMLINK and posixpath.dirname(entry.path) == "/":

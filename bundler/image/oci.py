@@ -221,26 +221,80 @@ def write_oci_layout(
             f"{name!r}: not a valid image name in an OCI layout (letters, digits, and "
             "- . _ : @ + / between them)"
         )
-    top = Path(directory)
-    _check_usable(top)
-    with _locked(top):
-        _check_usable(top)  # another call may have changed it while we waited
-        _remove_temps(top)
-        _remove_temps(top / BLOBS)
-        _start_layout(top)
-        store = _BlobStore(top / BLOBS)
-        manifest = store.add_image(image, progress)
+    with layout_writer(directory) as layout:
+        manifest = layout.blobs.add_image(image, progress)
         entry = {
             **manifest.to_json(),
             "annotations": {REF_NAME: name},
             "platform": platform_json(image.platform),
         }
-        index = {**read_index(top), "schemaVersion": 2, "mediaType": MEDIA_INDEX}
-        kept = [m for m in index["manifests"] if _ref_name(m) != name]
-        index["manifests"] = sorted([*kept, entry], key=lambda m: (_ref_name(m), m["digest"]))
-        _replace_file(top, INDEX_FILE, canonical_json(index))
-    log.info("%s: %s is %s", top, name, manifest.digest)
+        before = layout.manifests()
+        kept = [m for m in before if _ref_name(m) != name]
+        layout.write_index(without_orphans(layout.top, before, [*kept, entry]))
+    log.info("%s: %s is %s", layout.top, name, manifest.digest)
     return manifest.digest
+
+
+class LayoutWriter:
+    """A layout held under its lock: blobs go in first, then index.json in one rename."""
+
+    def __init__(self, top: Path) -> None:
+        self.top = top
+        self.blobs = _BlobStore(top / BLOBS)
+
+    def manifests(self) -> list[dict[str, Any]]:
+        return list(read_index(self.top)["manifests"])
+
+    def write_index(self, manifests: list[dict[str, Any]]) -> None:
+        """index.json with MANIFESTS (sorted: the same layout, the same bytes), other fields
+        of the index kept."""
+        index = {**read_index(self.top), "schemaVersion": 2, "mediaType": MEDIA_INDEX}
+        index["manifests"] = sorted(manifests, key=lambda m: (_ref_name(m), m["digest"]))
+        _replace_file(self.top, INDEX_FILE, canonical_json(index))
+
+
+@contextlib.contextmanager
+def layout_writer(directory: str | os.PathLike[str], create: bool = True) -> Iterator[LayoutWriter]:
+    """The layout DIRECTORY under its lock, its dead calls' temporaries gone; started when
+    CREATE, else a LayoutError when it holds no layout yet."""
+    top = Path(directory)
+    _check_usable(top)
+    if not create and not (top / INDEX_FILE).is_file():
+        raise LayoutError(f"{top}: not an OCI layout (no {INDEX_FILE})")
+    with _locked(top):
+        _check_usable(top)  # another call may have changed it while we waited
+        _remove_temps(top)
+        _remove_temps(top / BLOBS)
+        _start_layout(top)
+        yield LayoutWriter(top)
+
+
+def without_orphans(
+    top: Path, before: list[dict[str, Any]], after: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """AFTER less the manifests whose ``subject`` left the index between BEFORE and AFTER (an
+    SBOM goes with the image it describes), and theirs in turn. A subject never listed in the
+    index (a platform's manifest inside a listed index) is not taken as gone."""
+    gone = {m["digest"] for m in before} - {m["digest"] for m in after}
+    kept = list(after)
+    while gone:
+        dropped = [m for m in kept if _subject_digest(top, m) in gone]
+        kept = [m for m in kept if m not in dropped]
+        gone = {m["digest"] for m in dropped} - {m["digest"] for m in kept}
+    return kept
+
+
+def _subject_digest(top: Path, entry: dict[str, Any]) -> str | None:
+    """The digest a listed manifest names as its ``subject``; None for none, or a blob we
+    cannot read (kept: what we do not understand is not ours to drop)."""
+    if entry.get("mediaType") != MEDIA_MANIFEST:
+        return None
+    try:
+        subject = read_json_blob(top, entry["digest"]).get("subject")
+    except LayoutError:
+        return None
+    digest = subject.get("digest") if isinstance(subject, dict) else None
+    return digest if isinstance(digest, str) else None
 
 
 class _BlobStore:

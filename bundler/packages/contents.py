@@ -1,0 +1,131 @@
+"""What an image holds, as scanners and licence audits see it: packages, files, the OS.
+
+Made from the plan and the root's dpkg database once every file is decided; the SBOM writers
+and the size report read it, never the root.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from bundler.packages.dpkg import Database, Package
+from bundler.packages.licences import copyright_licences
+from bundler.plan import FILE, HARDLINK, Entry, Plan
+from bundler.rootfs import FsRoot
+
+
+@dataclass(frozen=True)
+class PackedFile:
+    """One regular file of the image (links and folders are not listed)."""
+
+    path: str  # in-image, absolute
+    size: int
+    sha256: str
+    sha1: str
+    package: str | None  # the owning package, None for files of no package
+
+
+@dataclass(frozen=True)
+class OsRelease:
+    """The image's operating system, from the root's os-release (ID, VERSION_ID, ...)."""
+
+    id: str  # "debian"
+    version_id: str  # "12"
+    pretty_name: str = ""
+    version_codename: str = ""
+    debian_version: str = ""  # /etc/debian_version: "12.12"
+
+
+@dataclass(frozen=True)
+class PackedPackage:
+    """A package some of whose files are in the image."""
+
+    package: Package  # its control stanza from the root's status file
+    licences: tuple[str, ...]  # licence short names of its copyright file (DEP-5), if any
+    copyright: str | None  # in-image path of its copyright file, when packed
+
+
+@dataclass(frozen=True)
+class Contents:
+    name: str  # the image's name (--tag, or the entrypoint's file name)
+    packages: tuple[PackedPackage, ...]  # sorted by name
+    files: tuple[PackedFile, ...]  # sorted by path
+    os: OsRelease | None  # None when the root has no os-release
+    epoch: int = 0  # SOURCE_DATE_EPOCH: the documents' creation time
+
+    def files_of(self, package: str | None) -> tuple[PackedFile, ...]:
+        return tuple(f for f in self.files if f.package == package)
+
+
+def os_release(root: FsRoot) -> OsRelease | None:
+    """The root's os-release (``/etc/os-release``, else ``/usr/lib/os-release``)."""
+    for path in ("/etc/os-release", "/usr/lib/os-release"):
+        if root.is_file(path):
+            text = root.read_bytes(path).decode("utf-8", "replace")
+            break
+    else:
+        return None
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() and not key.startswith("#"):
+            fields[key.strip()] = value.strip().strip("\"'")
+    debian_version = ""
+    if root.is_file("/etc/debian_version"):
+        debian_version = root.read_bytes("/etc/debian_version").decode("utf-8", "replace").strip()
+    return OsRelease(
+        id=fields.get("ID", ""),
+        version_id=fields.get("VERSION_ID", ""),
+        pretty_name=fields.get("PRETTY_NAME", ""),
+        version_codename=fields.get("VERSION_CODENAME", ""),
+        debian_version=debian_version,
+    )
+
+
+def build_contents(
+    plan: Plan, database: Database | None, owners: dict[str, str], name: str, epoch: int
+) -> Contents:
+    """Every regular file of the plan with its digests and owner, and the owners' packages."""
+    files = tuple(
+        _packed_file(plan, entry, owners) for entry in plan.sorted_entries() if _is_file(entry)
+    )
+    packages: list[PackedPackage] = []
+    for package_name in sorted(set(owners.values())):
+        if database is None or package_name not in database.packages:
+            continue
+        copyright_path = f"/usr/share/doc/{package_name}/copyright"
+        packed = copyright_path if _planned_file(plan, database, copyright_path) else None
+        licences: tuple[str, ...] = ()
+        if packed is not None:
+            text = database.root.read_bytes(copyright_path).decode("utf-8", "replace")
+            licences = copyright_licences(text)
+        packages.append(PackedPackage(database.packages[package_name], licences, packed))
+    root = database.root if database is not None else None
+    return Contents(name, tuple(packages), files, os_release(root) if root else None, epoch)
+
+
+def _is_file(entry: Entry) -> bool:
+    return entry.type in (FILE, HARDLINK)
+
+
+def _planned_file(plan: Plan, database: Database, path: str) -> bool:
+    return database.root.is_file(path) and database.root.resolve(path) in plan.entries
+
+
+def _packed_file(plan: Plan, entry: Entry, owners: dict[str, str]) -> PackedFile:
+    content = entry
+    while content.type == HARDLINK and content.target in plan.entries:
+        content = plan.entries[content.target]
+    sha256, sha1 = hashlib.sha256(), hashlib.sha1(usedforsecurity=False)
+    if content.data is not None:
+        sha256.update(content.data)
+        sha1.update(content.data)
+    elif content.source is not None:
+        with open(content.source, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                sha256.update(block)
+                sha1.update(block)
+    return PackedFile(
+        entry.path, content.size, sha256.hexdigest(), sha1.hexdigest(), owners.get(entry.path)
+    )
