@@ -371,7 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results["targets"] = targets
     results["notes"] = notes
     if args.limit is not None:
-        notes.append("--limit: ratios over a subset are not the issue's measurement")
+        notes.append("--limit: ratios over a subset are not the whole corpus's")
 
     if args.json:
         print(json.dumps(results, indent=2))

@@ -237,6 +237,16 @@ input; 130 interrupted.
     "Default: this machine's.",
 )
 @click.option(
+    "--cpu-features",
+    "cpu_features_option",
+    default=None,
+    metavar="NAMES",
+    help="Features of the target CPU as /proc/cpuinfo names them, e.g. atomics, or 'none'; they "
+    "pick the legacy hwcap folders (aarch64 atomics/, i386 sse2/ ...) of glibc up to 2.36. "
+    "Default: this machine's for a root of its own architecture, else that architecture's "
+    "usual server CPU (aarch64: atomics).",
+)
+@click.option(
     "-j",
     "--jobs",
     type=click.IntRange(0, 64),
@@ -262,7 +272,9 @@ input; 130 interrupted.
 def command(**opts: Any) -> None:
     _configure_logging(opts["verbose"], opts["quiet"])
     fsroot = FsRoot(opts["root"] or "/")
-    settings = _settings(fsroot, opts["ld_library_path"], opts["hwcaps_option"])
+    settings = _settings(
+        fsroot, opts["ld_library_path"], opts["hwcaps_option"], opts["cpu_features_option"]
+    )
     levels = ("required", "recommended", "suggested")
     wanted = (
         levels[: levels.index(opts["dlopen_level"]) + 1] if opts["dlopen_level"] != "none" else ()
@@ -294,6 +306,8 @@ def command(**opts: Any) -> None:
 
 
 def _warn_missing(resolver: Resolver, binaries: list[Binary]) -> None:
+    for miss in dict.fromkeys(m for b in binaries for m in b.version_misses):
+        log.warning("%s", miss.message())
     for binary in binaries:
         for lib in binary.problems:
             what = lib.error or "not found"
@@ -365,7 +379,7 @@ def _pack(opts: dict[str, Any], resolver: Resolver, search_path: tuple[str, ...]
         _summary(packed, options)
     if opts["build_tag"] and output:
         verify = _split_args(opts["verify"], "--verify")
-        _build(opts["build_tag"], verify, opts["verify_timeout"], Path(output))
+        _build(opts["build_tag"], verify, opts["verify_timeout"], Path(output), plan.platform)
 
 
 def _summary(packed: Packed, options: PackOptions) -> None:
@@ -417,12 +431,18 @@ def _trace_runs(traces: Sequence[str], commands: Sequence[str]) -> tuple[TraceRu
     return tuple(runs)
 
 
-def _build(tag: str, verify: tuple[str, ...] | None, timeout: float, context: Path) -> None:
+def _build(
+    tag: str,
+    verify: tuple[str, ...] | None,
+    timeout: float,
+    context: Path,
+    platform: str | None,
+) -> None:
     client = connect()
-    image = build_image(client, context, tag)
+    image = build_image(client, context, tag, platform=platform)
     click.echo(f"{image.id} {tag} {_size(image.size)}")
     if verify is not None:
-        output = verify_image(client, tag, verify, timeout)
+        output = verify_image(client, tag, verify, timeout, platform=platform)
         log.info("%s %s: %s", tag, " ".join(verify), output.strip())
 
 
@@ -475,7 +495,10 @@ def _size(count: int) -> str:
 
 
 def _settings(
-    root: FsRoot, ld_library_path: str | None, hwcaps_option: str | None
+    root: FsRoot,
+    ld_library_path: str | None,
+    hwcaps_option: str | None,
+    cpu_features_option: str | None = None,
 ) -> SearchSettings:
     if ld_library_path is None and root.is_host:
         ld_library_path = os.environ.get("LD_LIBRARY_PATH")
@@ -483,8 +506,19 @@ def _settings(
     levels = None
     if hwcaps_option is not None:
         levels = hwcaps.parse_hwcaps_option(hwcaps_option, hwcaps.EM_X86_64)
+    stated = None
+    if cpu_features_option is not None:
+        stated = hwcaps.parse_cpu_features_option(cpu_features_option)
     cwd = os.getcwd() if root.is_host else "/"
-    return SearchSettings(ld_library_path=ld_library_path, cpu_flags=cpu, hwcaps=levels, cwd=cwd)
+    return SearchSettings(
+        ld_library_path=ld_library_path,
+        cpu_flags=cpu,
+        # /proc/cpuinfo describes the CPU of a root of this machine's own architecture only.
+        host_machines=hwcaps.HOST_MACHINES.get(os.uname().machine, frozenset()),
+        cpu_features=stated,
+        hwcaps=levels,
+        cwd=cwd,
+    )
 
 
 def _search_path(root: FsRoot) -> tuple[str, ...]:

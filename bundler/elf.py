@@ -74,6 +74,16 @@ class DlopenDependency:
 
 
 @dataclass(frozen=True)
+class VersionNeed:
+    """One symbol version an object needs from a library (.gnu.version_r): ``GLIBC_2.34``
+    from ``libc.so.6``. A weak need does not stop the loader when it is missing."""
+
+    file: str  # the DT_NEEDED name it is needed from
+    version: str
+    weak: bool = False
+
+
+@dataclass(frozen=True)
 class ElfInfo:
     """What the dynamic loader needs to know about one ELF file."""
 
@@ -86,6 +96,10 @@ class ElfInfo:
     runpath: str | None  # DT_RUNPATH
     flags_1: int  # DT_FLAGS_1
     dlopen: tuple[DlopenDependency, ...] = ()  # from .note.dlopen (FDO dlopen metadata)
+    version_needs: tuple[VersionNeed, ...] = ()  # DT_VERNEED: what it needs from whom
+    # DT_VERDEF: the versions it defines; None when it has no version definitions at all
+    # (the loader then accepts any need, and says "no version information available").
+    version_defs: frozenset[str] | None = None
 
     @property
     def nodeflib(self) -> bool:
@@ -208,11 +222,17 @@ NOTE_DLOPEN_OWNER, NOTE_DLOPEN_TYPE = b"FDO", 0x407C0C0A
 DLOPEN_PRIORITIES = ("required", "recommended", "suggested")
 MAX_NOTE_BYTES = 1 << 20
 DT_NULL = ENUM_D_TAG_COMMON["DT_NULL"]
+_DT_WANTED = ("DT_NEEDED", "DT_SONAME", "DT_RPATH", "DT_RUNPATH", "DT_STRTAB", "DT_FLAGS_1")
+_DT_VERSIONS = ("DT_VERNEED", "DT_VERNEEDNUM", "DT_VERDEF", "DT_VERDEFNUM")
 _DT_NAMES: dict[int, str] = {
     value: name
     for name, value in ENUM_D_TAG_COMMON.items()
-    if name in ("DT_NEEDED", "DT_SONAME", "DT_RPATH", "DT_RUNPATH", "DT_STRTAB", "DT_FLAGS_1")
+    if name in _DT_WANTED + _DT_VERSIONS
 }
+# Bounds on version records: glibc's own libc defines fewer than 60 versions, and no object
+# needs versions from more than a few dozen libraries; more is a forged count.
+MAX_VERSION_RECORDS = 4096
+VER_FLG_BASE, VER_FLG_WEAK = 0x1, 0x2
 
 
 class _Reader:
@@ -341,6 +361,7 @@ def _with_dynamic(
         values = entries.get(tag)
         return string(tag, values[0]) if values else None
 
+    versions = _Versions(reader, ident, segments, entries, string)
     return ElfInfo(
         ident=ident,
         interpreter=interpreter,
@@ -350,7 +371,76 @@ def _with_dynamic(
         rpath=first("DT_RPATH"),
         runpath=first("DT_RUNPATH"),
         flags_1=entries.get("DT_FLAGS_1", [0])[0],
+        version_needs=versions.needs(),
+        version_defs=versions.definitions(),
     )
+
+
+class _Versions:
+    """.gnu.version_r and .gnu.version_d, found as the loader finds them: through DT_VERNEED
+    and DT_VERDEF (addresses) with their counts, each record linked to the next by offset."""
+
+    def __init__(
+        self,
+        reader: _Reader,
+        ident: ElfIdent,
+        segments: list[dict[str, int]],
+        entries: dict[str, list[int]],
+        string: Any,
+    ) -> None:
+        self.reader, self.segments, self.entries, self.string = reader, segments, entries, string
+        structs = _structs(ident.elf_class, ident.little_endian)
+        self.layouts = {
+            name: _compile(getattr(structs, name), ident.little_endian)
+            for name in ("Elf_Verneed", "Elf_Vernaux", "Elf_Verdef", "Elf_Verdaux")
+        }
+
+    def needs(self) -> tuple[VersionNeed, ...]:
+        found: list[VersionNeed] = []
+        for offset, record in self._chain("DT_VERNEED", "DT_VERNEEDNUM", "Elf_Verneed", "vn"):
+            file = self.string("DT_VERNEED", record["vn_file"])
+            aux = offset + record["vn_aux"]
+            for _ in range(min(record["vn_cnt"], MAX_VERSION_RECORDS)):
+                item = self._record("Elf_Vernaux", aux)
+                name = self.string("DT_VERNEED", item["vna_name"])
+                found.append(VersionNeed(file, name, bool(item["vna_flags"] & VER_FLG_WEAK)))
+                if not item["vna_next"]:
+                    break
+                aux += item["vna_next"]
+        return tuple(found)
+
+    def definitions(self) -> frozenset[str] | None:
+        if "DT_VERDEF" not in self.entries:
+            return None
+        names = set()
+        for offset, record in self._chain("DT_VERDEF", "DT_VERDEFNUM", "Elf_Verdef", "vd"):
+            if record["vd_flags"] & VER_FLG_BASE or not record["vd_cnt"]:
+                continue  # the object's own name (its soname), not a version
+            aux = self._record("Elf_Verdaux", offset + record["vd_aux"])
+            names.add(self.string("DT_VERDEF", aux["vda_name"]))
+        return frozenset(names)
+
+    def _chain(
+        self, tag: str, count_tag: str, layout: str, prefix: str
+    ) -> Iterator[tuple[int, dict[str, int]]]:
+        start = _file_offset(self.reader, self.segments, self.entries.get(tag, [None])[0], tag)
+        if start is None:
+            return
+        count = self.entries.get(count_tag, [MAX_VERSION_RECORDS])[0]
+        if count > MAX_VERSION_RECORDS:
+            raise BadElf(self.reader.path, f"{count_tag} of {count} is implausible")
+        offset = start
+        for _ in range(count):
+            record = self._record(layout, offset)
+            yield offset, record
+            if not record[f"{prefix}_next"]:
+                return
+            offset += record[f"{prefix}_next"]
+
+    def _record(self, layout: str, offset: int) -> dict[str, int]:
+        packer = self.layouts[layout]
+        raw = self.reader.read(offset, packer.packer.size, layout.removeprefix("Elf_"))
+        return next(packer.unpack_all(raw))
 
 
 def _dynamic_entries(

@@ -55,10 +55,18 @@ def connect() -> Any:
     return client
 
 
-def build_image(client: Any, context: Path, tag: str, dockerfile: str = "Dockerfile") -> BuiltImage:
+def build_image(
+    client: Any,
+    context: Path,
+    tag: str,
+    dockerfile: str = "Dockerfile",
+    platform: str | None = None,
+) -> BuiltImage:
+    """``docker build`` the folder; ``platform`` (linux/arm64/v8) labels the image with what
+    its programs run on: FROM scratch names none, and the engine would take its own."""
     try:
         image, logs = client.images.build(
-            path=str(context), dockerfile=dockerfile, tag=tag, rm=True
+            path=str(context), dockerfile=dockerfile, tag=tag, rm=True, platform=platform
         )
     except Exception as exc:
         raise BuildFailed(f"{context}: docker build failed: {_first_line(exc)}") from None
@@ -70,10 +78,16 @@ def build_image(client: Any, context: Path, tag: str, dockerfile: str = "Dockerf
     return BuiltImage(id=image.id, tag=tag, size=int(image.attrs.get("Size", 0)))
 
 
-def verify_image(client: Any, tag: str, args: Sequence[str], timeout: float = 60.0) -> str:
+def verify_image(
+    client: Any,
+    tag: str,
+    args: Sequence[str],
+    timeout: float = 60.0,
+    platform: str | None = None,
+) -> str:
     """Run the image once with ARGS; its output, or VerifyFailed showing it. A run still going
     after ``timeout`` seconds (a server, say) is killed and fails."""
-    container = client.containers.create(tag, command=list(args))
+    container = client.containers.create(tag, command=list(args), platform=platform)
     shown_args = " ".join(shlex.quote(a) for a in args)
     try:
         container.start()

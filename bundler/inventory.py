@@ -17,6 +17,7 @@ from bundler.elf import ElfInfo, read_elf
 from bundler.errors import BadElf, ScratchpackError
 from bundler.programs import Script, classify, locate, script_programs
 from bundler.resolve import Library, Resolver
+from bundler.versions import VersionMiss, version_misses
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ class Binary:
     flavor: str | None  # "glibc", "musl"; None for static programs and scripts
     libraries: tuple[Library, ...]
     default_dirs: tuple[str, ...] = ()  # the loader's directories when there is no ld.so.cache
+    version_misses: tuple[VersionMiss, ...] = ()  # symbol versions the loader would not find
 
     @property
     def problems(self) -> tuple[Library, ...]:
@@ -81,8 +83,15 @@ def _script_binary(script: Script) -> Binary:
 def _elf_binary(resolver: Resolver, path: str) -> Binary:
     closure = resolver.resolve(path)
     kind = "static" if closure.flavor is None else "dynamic"
+    misses = version_misses(resolver, path, closure.libraries) if closure.flavor == "glibc" else ()
     return Binary(
-        path, kind, closure.interpreter, closure.flavor, closure.libraries, closure.default_dirs
+        path,
+        kind,
+        closure.interpreter,
+        closure.flavor,
+        closure.libraries,
+        closure.default_dirs,
+        misses,
     )
 
 
@@ -127,6 +136,11 @@ def to_json(binaries: Iterable[Binary]) -> dict[str, Any]:
             if lib.error:
                 entry.update(path=lib.path, error=lib.error)
             missing.append(entry)
+    for binary in listed:
+        for miss in binary.version_misses:
+            item = {"version": miss.version, "library": miss.library, "needed_by": miss.needed_by}
+            if item not in missing:
+                missing.append(item)
     return {"binaries": [_binary_json(b) for b in listed], "missing": missing}
 
 
@@ -140,13 +154,19 @@ def _binary_json(binary: Binary) -> dict[str, Any]:
             item["error"] = lib.error
             item["file"] = lib.path
         libraries.append(item)
-    return {
+    document: dict[str, Any] = {
         "path": binary.path,
         "kind": binary.kind,
         "interpreter": binary.interpreter,
         "flavor": binary.flavor,
         "libraries": libraries,
     }
+    if binary.version_misses:
+        document["missing_versions"] = [
+            {"version": m.version, "library": m.library, "needed_by": m.needed_by}
+            for m in binary.version_misses
+        ]
+    return document
 
 
 def file_list(binaries: Iterable[Binary]) -> list[str]:

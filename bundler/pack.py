@@ -139,13 +139,14 @@ def make_plan(
         log.info("the closure uses glibc-hwcaps variants; adding the baseline ones for other CPUs")
         paths = [b.path for b in binaries if b.kind != "script"]
         planner.add_binaries(collect(baseline, paths, options.search_path, options.cwd))
-    image_platform(resolver, binaries)  # one machine per image, refused before any write
+    platform = image_platform(resolver, binaries)  # one machine per image, before any write
     database = open_database(resolver.root)
     if options.layered and database is not None:
         complete_for_sharing(planner, database, binaries)
     if options.package_metadata:
         _add_package_metadata(planner, database)
     plan = planner.plan
+    plan.platform = str(platform) if platform else None
     plan.programs.append(entrypoint)
     _check_entrypoint(resolver, entrypoint)
     if not options.traces:

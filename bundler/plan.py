@@ -60,6 +60,7 @@ class Plan:
     entries: dict[str, Entry] = field(default_factory=dict)
     programs: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    platform: str | None = None  # linux/arm64/v8: what the programs' ELF machine runs on
 
     def sorted_entries(self) -> list[Entry]:
         return [self.entries[p] for p in sorted(self.entries)]
@@ -111,11 +112,21 @@ class Planner:
 
     def _check_complete(self, binaries: list[Binary]) -> None:
         problems = [(b, lib) for b in binaries for lib in b.problems]
+        misses = list(dict.fromkeys(m for b in binaries for m in b.version_misses))
+        level = logging.WARNING if self.options.allow_missing else logging.ERROR
+        for miss in misses:
+            log.log(level, "%s", miss.message())
+        if misses and not problems and not self.options.allow_missing:
+            versions = sorted({m.version for m in misses})
+            raise IncompleteClosure(
+                f"{len(versions)} symbol version{'' if len(versions) == 1 else 's'} the loader "
+                f"would not find ({', '.join(versions)}): the image would not start; nothing was "
+                "written (--allow-missing packs anyway)"
+            )
         if not problems:
             return
         for _binary, lib in problems:
             what = f"{lib.error} ({lib.path})" if lib.error else "not found"
-            level = logging.WARNING if self.options.allow_missing else logging.ERROR
             log.log(level, "%s: %s, needed by %s", lib.name, what, " <- ".join(lib.chain))
             hint = self.hint(lib.name, lib.chain[-1]) if self.hint and not lib.error else None
             if hint:

@@ -129,13 +129,21 @@ def check_layout(layout: Path) -> dict[str, str]:
     assert index["mediaType"] == oci.MEDIA_INDEX
     names: dict[str, str] = {}
     for entry in index["manifests"]:
+        if "artifactType" in entry:  # an SBOM attached to an image: no name of its own
+            check_blob(layout, entry)
+            continue
         name = entry["annotations"][oci.REF_NAME]
         assert name not in names, f"{name} twice in index.json"
         names[name] = entry["digest"]
         check_blob(layout, entry)
-        manifest = json.loads(oci.blob_path(layout, entry["digest"]).read_bytes())
-        for descriptor in [manifest["config"], *manifest["layers"]]:
+        manifests = [entry]
+        if entry["mediaType"] == oci.MEDIA_INDEX:  # a name for several platforms
+            manifests = json.loads(oci.blob_path(layout, entry["digest"]).read_bytes())["manifests"]
+        for descriptor in manifests:
             check_blob(layout, descriptor)
+            manifest = json.loads(oci.blob_path(layout, descriptor["digest"]).read_bytes())
+            for blob in [manifest["config"], *manifest["layers"]]:
+                check_blob(layout, blob)
     assert list(names) == sorted(names), "index.json entries are sorted by name"
     return names
 
@@ -719,3 +727,41 @@ def test_docker_loads_the_archive_and_runs_it(kit: Any, tmp_path: Path, static_h
     assert len(attrs["RootFS"]["Layers"]) == 2
     code, output = kit.run(tag, None)
     assert (code, output) == (0, "hello from static\narg 1: from\narg 2: scratch\n")
+
+
+def test_one_name_for_every_platform_becomes_an_image_index(tmp_path: Path) -> None:
+    """Packing one program from an amd64 root and an arm64 root under one name: an image index
+    with a manifest per platform; the same platform again replaces its own manifest only."""
+    layout = tmp_path / "oci"
+    arm = sample_image(tmp_path / "arm")
+    amd = ImageSpec(arm.layers, arm.config, Platform("amd64"), EPOCH)
+    arm_digest = write_oci_layout(layout, arm, "redis:7")
+    amd_digest = write_oci_layout(layout, amd, "redis:7")
+    # An SBOM of a platform's manifest inside the index: attached, and kept while it stays.
+    from bundler.image.referrers import SPDX_JSON, attach_artifact
+
+    sbom = attach_artifact(layout, amd_digest, SPDX_JSON, SPDX_JSON, b"{}", title="sbom")
+    write_oci_layout(layout, amd, "other")
+    entries = {m["annotations"].get(oci.REF_NAME): m for m in read_index(layout)["manifests"]}
+    assert entries["redis:7"]["mediaType"] == oci.MEDIA_INDEX
+    assert "platform" not in entries["redis:7"]
+    index = oci.read_json_blob(layout, entries["redis:7"]["digest"])
+    assert {(m["platform"]["architecture"], m["digest"]) for m in index["manifests"]} == {
+        ("arm64", arm_digest),
+        ("amd64", amd_digest),
+    }
+    assert (
+        oci.read_image(layout, "redis:7", "linux/amd64").manifest["config"]
+        == json.loads((layout / "blobs/sha256" / amd_digest.split(":")[1]).read_bytes())["config"]
+    )
+    with pytest.raises(LayoutError, match="holds the platforms linux/amd64, linux/arm64/v8"):
+        oci.read_image(layout, "redis:7")
+    newer = ImageSpec(arm.layers, ImageConfig(entrypoint=("/new",)), arm.platform, EPOCH)
+    newer_digest = write_oci_layout(layout, newer, "redis:7")
+    entries = {m["annotations"].get(oci.REF_NAME): m for m in read_index(layout)["manifests"]}
+    index = oci.read_json_blob(layout, entries["redis:7"]["digest"])
+    assert {m["digest"] for m in index["manifests"]} == {newer_digest, amd_digest}
+    assert sbom in {m["digest"] for m in read_index(layout)["manifests"]}
+    check_layout(layout)
+    raw = run(tool("skopeo"), "inspect", "--raw", f"oci:{layout}:redis:7").stdout
+    assert json.loads(raw)["mediaType"] == oci.MEDIA_INDEX

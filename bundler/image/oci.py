@@ -223,16 +223,52 @@ def write_oci_layout(
         )
     with layout_writer(directory) as layout:
         manifest = layout.blobs.add_image(image, progress)
-        entry = {
-            **manifest.to_json(),
-            "annotations": {REF_NAME: name},
-            "platform": platform_json(image.platform),
-        }
+        platform = platform_json(image.platform)
         before = layout.manifests()
+        same_name = [m for m in before if _ref_name(m) == name]
         kept = [m for m in before if _ref_name(m) != name]
+        entry = _entry_for(layout, same_name, {**manifest.to_json(), "platform": platform})
+        entry["annotations"] = {**entry.get("annotations", {}), REF_NAME: name}
         layout.write_index(without_orphans(layout.top, before, [*kept, entry]))
-    log.info("%s: %s is %s", layout.top, name, manifest.digest)
+    log.info("%s: %s (%s) is %s", layout.top, name, image.platform, manifest.digest)
     return manifest.digest
+
+
+def _entry_for(
+    layout: LayoutWriter, same_name: list[dict[str, Any]], new: dict[str, Any]
+) -> dict[str, Any]:
+    """The index.json entry of a name once NEW (a platform's manifest) is added: NEW itself
+    when the name holds nothing else, else an image index with a manifest per platform (the
+    same platform replaced), as users publish one name for every kind of node."""
+    children = []
+    for old in same_name:
+        if old.get("mediaType") == MEDIA_INDEX:
+            children += read_json_blob(layout.top, old["digest"]).get("manifests", [])
+        elif old.get("mediaType") == MEDIA_MANIFEST and "platform" in old:
+            children.append({k: v for k, v in old.items() if k != "annotations"})
+    others = [c for c in children if c.get("platform") != new["platform"]]
+    if not others:
+        return dict(new)
+    manifests = sorted([*others, new], key=lambda m: json.dumps(m.get("platform"), sort_keys=True))
+    body = canonical_json({"schemaVersion": 2, "mediaType": MEDIA_INDEX, "manifests": manifests})
+    return layout.blobs.add_bytes(MEDIA_INDEX, body).to_json()
+
+
+def listed_manifests(
+    top: Path, manifests: list[dict[str, Any]]
+) -> list[tuple[dict[str, Any], str]]:
+    """Every manifest the index lists, with its name: the entries themselves, and the platform
+    manifests of the image indexes among them (named as their index)."""
+    found = []
+    for entry in manifests:
+        found.append((entry, _ref_name(entry)))
+        if entry.get("mediaType") == MEDIA_INDEX:
+            try:
+                children = read_json_blob(top, entry["digest"]).get("manifests", [])
+            except LayoutError:
+                continue  # not ours to understand; kept as it is
+            found += [(child, _ref_name(entry)) for child in children if isinstance(child, dict)]
+    return found
 
 
 class LayoutWriter:
@@ -275,7 +311,9 @@ def without_orphans(
     """AFTER less the manifests whose ``subject`` left the index between BEFORE and AFTER (an
     SBOM goes with the image it describes), and theirs in turn. A subject never listed in the
     index (a platform's manifest inside a listed index) is not taken as gone."""
-    gone = {m["digest"] for m in before} - {m["digest"] for m in after}
+    # A platform manifest that moved into an image index of its name is still there.
+    present = {m["digest"] for m, _name in listed_manifests(top, after)}
+    gone = {m["digest"] for m in before} - present
     kept = list(after)
     while gone:
         dropped = [m for m in kept if _subject_digest(top, m) in gone]
@@ -500,12 +538,40 @@ def blob_path(directory: str | os.PathLike[str], digest: str) -> Path:
     return Path(directory) / BLOBS / hexdigest
 
 
-def read_image(directory: str | os.PathLike[str], name: str) -> LayoutImage:
-    """The image NAME of the layout: manifest, config and the paths of its layer blobs."""
+def read_image(
+    directory: str | os.PathLike[str], name: str, platform: str | None = None
+) -> LayoutImage:
+    """The image NAME of the layout: manifest, config and the paths of its layer blobs. A name
+    holding several platforms (an image index) needs PLATFORM, ``os/arch[/variant]``."""
     matches = [m for m in read_index(directory)["manifests"] if _ref_name(m) == name]
     if not matches:
         raise LayoutError(f"{directory}: the OCI layout has no image named {name!r}")
-    manifest = read_json_blob(directory, matches[0]["digest"])
+    entry = matches[0]
+    if entry.get("mediaType") == MEDIA_INDEX:
+        entry = _platform_manifest(directory, name, entry, platform)
+    manifest = read_json_blob(directory, entry["digest"])
     config = read_json_blob(directory, manifest["config"]["digest"])
     layers = [blob_path(directory, layer["digest"]) for layer in manifest["layers"]]
     return LayoutImage(manifest, config, layers)
+
+
+def _platform_manifest(
+    directory: str | os.PathLike[str], name: str, entry: dict[str, Any], platform: str | None
+) -> dict[str, Any]:
+    children = read_json_blob(directory, entry["digest"]).get("manifests", [])
+    named: dict[str, dict[str, Any]] = {
+        platform_name(c.get("platform", {})): c for c in children if isinstance(c, dict)
+    }
+    if platform is None and len(named) == 1:
+        return next(iter(named.values()))
+    if platform not in named:
+        raise LayoutError(
+            f"{directory}: {name!r} holds the platforms {', '.join(sorted(named))}; say which"
+        )
+    return named[platform]
+
+
+def platform_name(platform: dict[str, str]) -> str:
+    """``linux/arm64/v8`` from an OCI platform object."""
+    parts = (platform.get("os"), platform.get("architecture"), platform.get("variant"))
+    return "/".join(p for p in parts if p)

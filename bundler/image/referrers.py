@@ -24,6 +24,7 @@ from bundler.image.oci import (
     canonical_json,
     descriptor_of,
     layout_writer,
+    listed_manifests,
 )
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,8 @@ def attach_artifact(
     names the blob for ``oras pull`` (which writes no file for a blob without one)."""
     with layout_writer(layout_dir, create=False) as layout:
         before = layout.manifests()
-        subject = _subject(layout.top, before, subject_digest)
+        listed = listed_manifests(layout.top, before)
+        subject = _subject(layout.top, [m for m, _name in listed], subject_digest)
         blob = layout.blobs.add_bytes(media_type, data)
         layer = blob.to_json()
         if title:
@@ -62,7 +64,7 @@ def attach_artifact(
         layout.blobs.add_bytes(MEDIA_EMPTY, EMPTY)
         body = artifact_manifest(artifact_type, layer, subject, annotations or {})
         manifest = layout.blobs.add_bytes(MEDIA_MANIFEST, body)
-        names = sorted(_ref_name(m) for m in before if m["digest"] == subject_digest)
+        names = sorted(name for m, name in listed if m["digest"] == subject_digest)
         entry = {
             **manifest.to_json(),
             "artifactType": artifact_type,
