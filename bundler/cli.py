@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -20,25 +20,17 @@ from bundler import __version__, hwcaps
 from bundler.dockerfile import ImageConfig, parse_pairs
 from bundler.engine import build_image, check_tag, connect, verify_image
 from bundler.errors import ScratchpackError, UsageError
-from bundler.image.layers import DEFAULT_MAX_LAYERS
+from bundler.image.spec import DEFAULT_MAX_LAYERS
 from bundler.inventory import Binary, collect, file_list, to_json
 from bundler.loader import SearchSettings
-from bundler.pack import (
-    TARBALL,
-    Packed,
-    PackOptions,
-    TraceRun,
-    make_plan,
-    manifest,
-    size_json,
-    size_report,
-    write_outputs,
-)
 from bundler.plan import Entry, Plan, Planner, PlanOptions
 from bundler.programs import DEFAULT_PATH
 from bundler.resolve import Resolver
 from bundler.rootfs import FsRoot
 from bundler.runtime import GROUPS
+
+if TYPE_CHECKING:  # packing's modules are imported when a pack runs: --list starts faster
+    from bundler.pack import Packed, PackOptions, TraceRun
 
 log = logging.getLogger("bundler")
 
@@ -318,6 +310,8 @@ def _warn_missing(resolver: Resolver, binaries: list[Binary]) -> None:
 
 
 def _pack(opts: dict[str, Any], resolver: Resolver, search_path: tuple[str, ...], cwd: str) -> None:
+    from bundler.pack import PackOptions, make_plan, manifest, write_outputs
+
     layered = opts["oci"] or opts["docker_archive"]
     output = opts["output"] or (None if layered else DEFAULT_OUTPUT)
     output = os.path.abspath(output) if output else None
@@ -383,6 +377,8 @@ def _pack(opts: dict[str, Any], resolver: Resolver, search_path: tuple[str, ...]
 
 
 def _summary(packed: Packed, options: PackOptions) -> None:
+    from bundler.pack import TARBALL
+
     plan = packed.plan
     files = sum(1 for e in plan.entries.values() if e.type == "file")
     what = f"scratchpack: packed {files} files ({_size(plan.total_bytes)})"
@@ -422,6 +418,8 @@ def _split_args(text: str | None, option: str) -> tuple[str, ...] | None:
 
 def _trace_runs(traces: Sequence[str], commands: Sequence[str]) -> tuple[TraceRun, ...]:
     """--trace ARGS (the entrypoint's) then --trace-cmd 'PROGRAM ARGS', split before any work."""
+    from bundler.pack import TraceRun
+
     runs = [TraceRun(None, _split_args(text, "--trace") or ()) for text in traces]
     for text in commands:
         words = _split_args(text, "--trace-cmd") or ()
@@ -538,6 +536,8 @@ def _read_text(path: str) -> str:
 
 def _print_sizes(resolver: Resolver, binaries: list[Binary], as_json: bool) -> None:
     """--list --sizes: what the closure costs per package, without packing."""
+    from bundler.pack import size_json, size_report
+
     planner = Planner(resolver.root, PlanOptions(allow_missing=True))
     planner.add_binaries(binaries)
     sizes = size_report(planner.plan, resolver.root)

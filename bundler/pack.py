@@ -18,7 +18,8 @@ from typing import Any
 from bundler.dockerfile import ImageConfig, render_distroless, render_scratch, shipped_by_base
 from bundler.errors import ScratchpackError, UsageError
 from bundler.image.build import image_platform, image_spec
-from bundler.image.layers import DEFAULT_MAX_LAYERS, complete_for_sharing
+from bundler.image.layers import complete_for_sharing
+from bundler.image.spec import DEFAULT_MAX_LAYERS
 from bundler.interpreters import warn_interpreters
 from bundler.inventory import Binary, collect
 from bundler.output import OutputDir

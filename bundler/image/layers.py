@@ -28,7 +28,7 @@ import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from bundler.image.spec import LayerSpec
+from bundler.image.spec import DEFAULT_MAX_LAYERS, LayerSpec
 from bundler.inventory import Binary
 from bundler.packages.dpkg import Database
 from bundler.packages.metadata import STATUS_D
@@ -36,7 +36,6 @@ from bundler.plan import DIR, HARDLINK, LIBRARY, LINK, SYMLINK, Entry, Plan, Pla
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_LAYERS = 50
 TOP = ""  # the group of files no package owns
 _SHARED_OBJECT = re.compile(r".*\.so(\.[0-9.]+)?")
 
