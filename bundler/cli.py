@@ -30,7 +30,7 @@ from bundler.rootfs import FsRoot
 from bundler.runtime import GROUPS
 
 if TYPE_CHECKING:  # packing's modules are imported when a pack runs: --list starts faster
-    from bundler.pack import Packed, PackOptions, TraceRun
+    from bundler.pack import Packed, PackOptions, RegistryAccess, TraceRun
 
 log = logging.getLogger("bundler")
 
@@ -103,6 +103,19 @@ input; 130 interrupted.
     metavar="NAME",
     help="The image's name in --oci (ref.name, replaced if present) and --docker-archive "
     "(:latest added without a tag). Default: the entrypoint's file name.",
+)
+@click.option(
+    "--push",
+    default=None,
+    metavar="REF",
+    help="Push the image (or the image index --tag names in --oci) to a registry through its "
+    "HTTP API, no daemon: e.g. registry.example:5000/team/redis:7. Credentials from the Docker "
+    "config; TLS trusting what Docker trusts (/etc/docker/certs.d).",
+)
+@click.option(
+    "--insecure-registry",
+    is_flag=True,
+    help="With --push: allow plain HTTP and unverified TLS to that registry.",
 )
 @click.option(
     "--max-layers",
@@ -312,7 +325,10 @@ def _warn_missing(resolver: Resolver, binaries: list[Binary]) -> None:
 def _pack(opts: dict[str, Any], resolver: Resolver, search_path: tuple[str, ...], cwd: str) -> None:
     from bundler.pack import PackOptions, make_plan, manifest, write_outputs
 
-    layered = opts["oci"] or opts["docker_archive"]
+    if opts["insecure_registry"] and not opts["push"]:
+        raise UsageError("--insecure-registry goes with --push")
+
+    layered = opts["oci"] or opts["docker_archive"] or opts["push"]
     output = opts["output"] or (None if layered else DEFAULT_OUTPUT)
     output = os.path.abspath(output) if output else None
     oci = os.path.abspath(opts["oci"]) if opts["oci"] else None
@@ -360,20 +376,37 @@ def _pack(opts: dict[str, Any], resolver: Resolver, search_path: tuple[str, ...]
         tag=opts["tag"],
         max_layers=opts["max_layers"],
         package_metadata=not opts["no_package_metadata"],
+        push=opts["push"],
+        insecure_registry=opts["insecure_registry"],
     )
     baseline = None
     if resolver.settings.hwcaps != ():
         baseline = Resolver(resolver.root, replace(resolver.settings, hwcaps=()))
     plan, binaries = make_plan(resolver, baseline, opts["programs"], options)
+    registry = _registry_access(opts["quiet"]) if opts["push"] else None
     with _progress(plan, opts["quiet"]) as tick:
-        packed = write_outputs(plan, binaries, options, resolver, tick)
+        packed = write_outputs(plan, binaries, options, resolver, tick, registry)
     if opts["as_json"]:
         click.echo(json.dumps(manifest(packed), indent=2 if sys.stdout.isatty() else None))
     if not opts["quiet"]:
         _summary(packed, options)
+    if packed.image and packed.image.pushed and not opts["as_json"]:
+        click.echo(packed.image.pushed.digest)  # on stdout, for scripts: the digest to deploy
     if opts["build_tag"] and output:
         verify = _split_args(opts["verify"], "--verify")
         _build(opts["build_tag"], verify, opts["verify_timeout"], Path(output), plan.platform)
+
+
+def _registry_access(quiet: bool) -> RegistryAccess:
+    """--push's view of the user's Docker setup, read once here at the edge."""
+    from bundler.image.registry import CredentialStore, TlsSettings
+    from bundler.pack import RegistryAccess
+
+    def say(line: str) -> None:
+        click.echo(f"scratchpack: {line}", err=True)
+
+    progress = None if quiet else say
+    return RegistryAccess(CredentialStore.from_docker_config(), TlsSettings(), progress)
 
 
 def _summary(packed: Packed, options: PackOptions) -> None:
@@ -399,11 +432,21 @@ def _summary(packed: Packed, options: PackOptions) -> None:
         return
     where = [f"{options.oci} ({image.digest})"] if options.oci else []
     where += [f"{options.docker_archive} (docker load)"] if options.docker_archive else []
-    click.echo(
-        f"{what} as image {image.name}, {image.platform}, {len(image.layers)} layers: "
-        + ", ".join(where),
-        err=True,
-    )
+    if where:
+        click.echo(
+            f"{what} as image {image.name}, {image.platform}, {len(image.layers)} layers: "
+            + ", ".join(where),
+            err=True,
+        )
+    if image.pushed is not None:
+        result = image.pushed
+        click.echo(
+            f"scratchpack: pushed {result.reference} ({result.digest}, {image.platform}, "
+            f"{len(image.layers)} layers): {result.uploaded} blobs uploaded "
+            f"({_size(result.bytes_uploaded)}), {result.mounted} mounted, {result.present} "
+            "already there",
+            err=True,
+        )
 
 
 def _split_args(text: str | None, option: str) -> tuple[str, ...] | None:

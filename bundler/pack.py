@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import posixpath
 import shlex
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bundler.dockerfile import ImageConfig, render_distroless, render_scratch, shipped_by_base
 from bundler.errors import ScratchpackError, UsageError
@@ -39,6 +41,10 @@ from bundler.resolve import Resolver
 from bundler.rootfs import FsRoot
 from bundler.runtime import Runtime, trace_user
 from bundler.stage import build_tree, write_tarball
+
+if TYPE_CHECKING:
+    from bundler.image.registry import CredentialStore, PushResult, TlsSettings
+    from bundler.image.spec import ImageSpec
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +83,13 @@ class PackOptions:
     max_layers: int = DEFAULT_MAX_LAYERS
     # Package metadata in the image (status.d, md5sums, copyright, os-release) and SBOMs.
     package_metadata: bool = True
+    push: str | None = None  # --push REF: the registry reference to push the image to
+    insecure_registry: bool = False  # --insecure-registry: plain HTTP allowed for --push
 
     @property
     def layered(self) -> bool:
         """Whether an image is written in layers (by package) besides or instead of -o."""
-        return bool(self.oci or self.docker_archive)
+        return bool(self.oci or self.docker_archive or self.push)
 
 
 @dataclass(frozen=True)
@@ -105,12 +113,13 @@ class Packed:
 
 @dataclass(frozen=True)
 class WrittenImage:
-    """The layered image of a pack: its name, manifest digest and layers."""
+    """The layered image of a pack: its name, manifest digest and layers, and its push."""
 
     name: str
-    digest: str | None  # of the manifest in the OCI layout (None without --oci)
+    digest: str | None  # of the manifest in the OCI layout (None without --oci or --push)
     platform: str
     layers: tuple[tuple[str, int], ...]  # (what the layer holds, entries)
+    pushed: PushResult | None = None
 
 
 Progress = Callable[[Entry], None]
@@ -356,7 +365,9 @@ def write_outputs(
     options: PackOptions,
     resolver: Resolver,
     progress: Progress | None = None,
+    registry: RegistryAccess | None = None,
 ) -> Packed:
+    """Every output asked for; ``registry`` (credentials, TLS, progress lines) for --push."""
     entries = plan.sorted_entries()
     config = options.image
     if not config.entrypoint:
@@ -369,7 +380,7 @@ def write_outputs(
     sboms = _sboms(plan, resolver.root, name, options.epoch) if options.package_metadata else {}
     image = None
     if options.layered:
-        image = _write_image(plan, binaries, options, resolver, config, name, sboms)
+        image = _write_image(plan, binaries, options, resolver, config, name, sboms, registry)
     sizes = tuple(size_report(plan, resolver.root))
     if options.output is None:
         return Packed(plan, binaries, outputs, distroless_paths, image, sizes)
@@ -427,26 +438,72 @@ def _write_image(
     config: ImageConfig,
     name: str,
     sboms: dict[str, bytes],
+    registry: RegistryAccess | None,
 ) -> WrittenImage:
-    """--oci and --docker-archive: the plan as a layered image, no daemon involved. In the
-    layout, the SBOMs are attached to the image as OCI artifacts (``subject``)."""
+    """--oci, --docker-archive and --push: the plan as a layered image, no daemon involved. In
+    a layout, the SBOMs are attached to the image as OCI artifacts (``subject``); --push sends
+    the image from the --oci layout (the whole image index when NAME holds several platforms
+    there), else from a layout of its own made for the push."""
     from bundler.image.archive import write_docker_archive
-    from bundler.image.oci import write_oci_layout
-    from bundler.image.referrers import CYCLONEDX_JSON, SPDX_JSON, attach_artifact
 
     spec = image_spec(plan, binaries, resolver, config, options.epoch, options.max_layers)
     digest = None
+    pushed = None
     if options.oci:
-        digest = write_oci_layout(options.oci, spec, name)
+        digest = _into_layout(options.oci, spec, name, sboms)
         log.info("%s: image %s (%s) in %s", name, digest, spec.platform, options.oci)
-        for file_name, kind in ((SPDX_FILE, SPDX_JSON), (CYCLONEDX_FILE, CYCLONEDX_JSON)):
-            if file_name in sboms:
-                attach_artifact(options.oci, digest, kind, kind, sboms[file_name], title=file_name)
+    if options.push:
+        with tempfile.TemporaryDirectory(prefix="scratchpack-push-") as scratch:
+            layout = options.oci or _made_layout(scratch, spec, name, sboms)
+            pushed = _push(layout, name, options, registry or RegistryAccess())
+        digest = digest or pushed.digest
     if options.docker_archive:
         write_docker_archive(options.docker_archive, spec, name)
         log.info("%s: written for docker load as %s", options.docker_archive, name)
     layers = tuple((layer.comment, len(layer.entries)) for layer in spec.layers)
-    return WrittenImage(name, digest, str(spec.platform), layers)
+    return WrittenImage(name, digest, str(spec.platform), layers, pushed)
+
+
+@dataclass(frozen=True)
+class RegistryAccess:
+    """What --push needs from the edge: credentials and TLS trust as Docker keeps them, and
+    where to report each blob."""
+
+    credentials: CredentialStore | None = None
+    tls: TlsSettings | None = None
+    progress: Callable[[str], None] | None = None
+
+
+def _into_layout(layout: str, spec: ImageSpec, name: str, sboms: dict[str, bytes]) -> str:
+    from bundler.image.oci import write_oci_layout
+    from bundler.image.referrers import CYCLONEDX_JSON, SPDX_JSON, attach_artifact
+
+    digest = write_oci_layout(layout, spec, name)
+    for file_name, kind in ((SPDX_FILE, SPDX_JSON), (CYCLONEDX_FILE, CYCLONEDX_JSON)):
+        if file_name in sboms:
+            attach_artifact(layout, digest, kind, kind, sboms[file_name], title=file_name)
+    return digest
+
+
+def _made_layout(scratch: str, spec: ImageSpec, name: str, sboms: dict[str, bytes]) -> str:
+    layout = os.path.join(scratch, "oci")
+    _into_layout(layout, spec, name, sboms)
+    return layout
+
+
+def _push(layout: str, name: str, options: PackOptions, registry: RegistryAccess) -> PushResult:
+    from bundler.image.registry import push
+
+    assert options.push is not None
+    return push(
+        layout,
+        name,
+        options.push,
+        credentials=registry.credentials,
+        tls=registry.tls,
+        insecure=options.insecure_registry,
+        progress=registry.progress,
+    )
 
 
 def _distroless_metadata(
@@ -535,6 +592,16 @@ def manifest(packed: Packed, with_hashes: bool = True) -> dict[str, Any]:
             "platform": image.platform,
             "layers": [{"holds": holds, "entries": count} for holds, count in image.layers],
         }
+        if image.pushed is not None:
+            result = image.pushed
+            document["image"]["pushed"] = {
+                "reference": str(result.reference),
+                "digest": result.digest,
+                "uploaded": result.uploaded,
+                "mounted": result.mounted,
+                "present": result.present,
+                "bytes_uploaded": result.bytes_uploaded,
+            }
     return document
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
 import shutil
 import stat
@@ -27,7 +28,7 @@ from registrykit import running_registry
 # The kit that cleans up after Docker (images pulled and loaded here are handed to it).
 from test_docker import kit, report  # noqa: F401
 
-from bundler.image.oci import read_image, read_index
+from bundler.image.oci import REF_NAME, read_image, read_index
 
 pytestmark = [pytest.mark.debootstrap, pytest.mark.slow]
 
@@ -69,10 +70,16 @@ def packs(debootstrap_root: Path, tmp_path_factory: pytest.TempPathFactory) -> d
     return {"layout": layout, "union": top / "union/rootfs.tar.gz", "top": top}
 
 
+def _names(layout: Path) -> list[str]:
+    """The images of the layout (the SBOMs attached to them have no name)."""
+    entries = read_index(layout)["manifests"]
+    return [m["annotations"][REF_NAME] for m in entries if REF_NAME in m.get("annotations", {})]
+
+
 def _layer_sizes(layout: Path) -> dict[str, int]:
     sizes: dict[str, int] = {}
-    for entry in read_index(layout)["manifests"]:
-        image = read_image(layout, entry["annotations"]["org.opencontainers.image.ref.name"])
+    for name in _names(layout):
+        image = read_image(layout, name)
         for layer in image.manifest["layers"]:
             sizes[layer["digest"]] = layer["size"]
     return sizes
@@ -80,10 +87,7 @@ def _layer_sizes(layout: Path) -> dict[str, int]:
 
 def test_six_calls_share_their_layers(packs: dict[str, Path], capsys: Any) -> None:
     layout = packs["layout"]
-    names = [
-        m["annotations"]["org.opencontainers.image.ref.name"]
-        for m in read_index(layout)["manifests"]
-    ]
+    names = _names(layout)
     assert sorted(names) == sorted(PROGRAMS)
     sizes = _layer_sizes(layout)
     unique = sum(sizes.values())
@@ -198,7 +202,8 @@ def test_the_same_inputs_give_the_same_digests(debootstrap_root: Path, tmp_path:
             "-q",
             env=EPOCH,
         )
-        digests.append(read_index(folder / "oci")["manifests"][0]["digest"])
+        # The image's manifest and the SBOMs attached to it: the same bytes, so the same digests.
+        digests.append(sorted(m["digest"] for m in read_index(folder / "oci")["manifests"]))
         archives.append((folder / "curl.tar").read_bytes())
     assert digests[0] == digests[1]
     assert archives[0] == archives[1]
@@ -273,3 +278,95 @@ def test_docker_20_10_loads_the_archive_and_runs_it(
     assert tag in loaded.stdout
     code, output = kit.run(tag, ["prime", "97"])
     assert code == 0 and "is prime" in output, output
+
+
+def _docker_config(folder: Path, host: str, user: str, password: str) -> Path:
+    import base64
+
+    folder.mkdir(parents=True, exist_ok=True)
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    (folder / "config.json").write_text(json.dumps({"auths": {host: {"auth": auth}}}))
+    return folder
+
+
+@pytest.mark.docker
+def test_push_to_a_tls_registry_with_auth_then_docker_pulls_and_runs(
+    debootstrap_root: Path,
+    tmp_path: Path,
+    kit: Any,  # noqa: F811
+    capsys: Any,
+) -> None:
+    """--push as a user runs it: credentials from the Docker config, the registry's CA where
+    Docker trusts it (/etc/docker/certs.d/HOST:PORT/ca.crt); a second image that shares
+    layers uploads only its own; wrong credentials fail in one line; Docker pulls and runs."""
+    needs("docker-registry")
+    if os.geteuid() != 0:
+        pytest.skip("trusting the registry's CA means writing /etc/docker/certs.d (root)")
+    with running_registry(tmp_path / "registry", tls=True, users={"ci": "s3cret"}) as registry:
+        assert registry.ca is not None
+        certs_d = Path("/etc/docker/certs.d") / registry.host
+        certs_d.mkdir(parents=True, exist_ok=True)
+        shutil.copy(registry.ca, certs_d / "ca.crt")
+        try:
+            config = _docker_config(tmp_path / "docker", registry.host, "ci", "s3cret")
+            env = {"DOCKER_CONFIG": str(config), **EPOCH}
+            root = ("--root", str(debootstrap_root))
+            pushes = []
+            for program in ("sqlite3", "curl"):
+                ref = f"{registry.host}/team/{program}:1"
+                done = scratchpack(*root, program, *COMMON, "--push", ref, "--json", env=env)
+                pushes.append(json.loads(done.stdout)["image"]["pushed"])
+            first, second = pushes
+            assert first["present"] == 0 and first["uploaded"] > 0
+            # curl shares the C library's layer (and more) with sqlite3: those are mounted.
+            assert second["mounted"] + second["present"] > 0
+            count, stored = registry.blob_bytes()
+            report(
+                capsys,
+                f"--push sqlite3 then curl: {first['uploaded']} then {second['uploaded']} blobs "
+                f"uploaded ({second['mounted']} mounted); registry: {count} blobs, {stored} B",
+            )
+            again = scratchpack(
+                *root,
+                "sqlite3",
+                *COMMON,
+                "--push",
+                f"{registry.host}/team/sqlite3:1",
+                "--json",
+                env=env,
+            )
+            repeat = json.loads(again.stdout)["image"]["pushed"]
+            assert repeat["uploaded"] == 0 and repeat["digest"] == first["digest"]
+            wrong = _docker_config(tmp_path / "wrong", registry.host, "ci", "nope")
+            refused = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "bundler",
+                    *root,
+                    "sqlite3",
+                    "--push",
+                    f"{registry.host}/team/x:1",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=300,
+                env={**os.environ, "DOCKER_CONFIG": str(wrong)},
+            )
+            assert refused.returncode != 0
+            lines = [line for line in refused.stderr.splitlines() if line.strip()]
+            assert len(lines) == 1 and registry.host in lines[0], refused.stderr
+            reference = f"{registry.host}/team/sqlite3:1"
+            kit.own(reference)
+            pulled = subprocess.run(
+                ["docker", "--config", str(config), "pull", reference],
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            assert pulled.returncode == 0, pulled.stderr
+            assert first["digest"] in pulled.stdout
+        finally:
+            shutil.rmtree(certs_d, ignore_errors=True)
+    code, output = kit.run(reference, [":memory:", "select 6 * 7"])
+    assert code == 0 and output.strip() == "42", output

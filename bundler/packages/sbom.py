@@ -177,7 +177,7 @@ def _spdx_package(
 def _spdx_file(packed: PackedFile) -> dict[str, Any]:
     found: dict[str, Any] = {
         "SPDXID": file_spdx_id(packed.path),
-        "fileName": "." + packed.path,
+        "fileName": "." + shown_path(packed.path),
         "checksums": [
             {"algorithm": "SHA1", "checksumValue": packed.sha1},
             {"algorithm": "SHA256", "checksumValue": packed.sha256},
@@ -238,10 +238,17 @@ def package_spdx_id(name: str) -> str:
     return f"SPDXRef-Package-deb-{_id_part(name)}"
 
 
+def shown_path(path: str) -> str:
+    """A file name as an SBOM can hold it: JSON is UTF-8, and a name that is not (a Latin-1
+    file of the root, kept byte for byte in the image) shows its odd bytes as U+FFFD; its
+    digests still say which file it is."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def file_spdx_id(path: str) -> str:
     # The path's hash keeps apart paths that differ only in characters SPDX ids cannot hold.
     short = hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:12]
-    return f"SPDXRef-File-{_SPDX_ID_CHARS.sub('-', path).strip('-')}-{short}"
+    return f"SPDXRef-File-{_SPDX_ID_CHARS.sub('-', shown_path(path)).strip('-')}-{short}"
 
 
 def _id_part(name: str) -> str:
@@ -250,7 +257,8 @@ def _id_part(name: str) -> str:
     cleaned = _SPDX_ID_CHARS.sub("-", name).strip("-")
     if cleaned == name:
         return name
-    return f"{cleaned}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+    digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()
+    return f"{cleaned}-{digest[:8]}"
 
 
 def _purpose(package: Package) -> str:
@@ -409,8 +417,8 @@ def _cdx_supplier(maintainer: str) -> dict[str, Any] | None:
 def _cdx_file(packed: PackedFile) -> dict[str, Any]:
     return {
         "type": "file",
-        "bom-ref": f"file:{packed.path}",
-        "name": packed.path,
+        "bom-ref": f"file:{shown_path(packed.path)}",
+        "name": shown_path(packed.path),
         "hashes": [
             {"alg": "SHA-1", "content": packed.sha1},
             {"alg": "SHA-256", "content": packed.sha256},
@@ -424,4 +432,17 @@ def _cdx_file(packed: PackedFile) -> dict[str, Any]:
 def document_bytes(document: dict[str, Any]) -> bytes:
     """Sorted keys, two-space indent, a newline at the end: the same document, the same
     bytes (and a readable file)."""
-    return (json.dumps(document, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode()
+    text = json.dumps(_utf8(document), sort_keys=True, indent=2, ensure_ascii=False)
+    return (text + "\n").encode()
+
+
+def _utf8(value: Any) -> Any:
+    """Every string of a document as UTF-8 can hold it (``shown_path``): a program or a
+    package file of the root may be named in another encoding."""
+    if isinstance(value, str):
+        return shown_path(value)
+    if isinstance(value, dict):
+        return {_utf8(k): _utf8(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_utf8(item) for item in value]
+    return value
