@@ -23,11 +23,13 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+# The Docker tests' kit (what it makes is removed at the end), as the other modules share it.
+from test_docker import kit  # noqa: F401
 
 from bundler.dockerfile import ImageConfig
 from bundler.errors import ScratchpackError, UsageError
@@ -662,20 +664,6 @@ def test_skopeo_reads_the_layout_and_the_archive(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def kit() -> Iterator[Any]:
-    from dockerkit import Kit  # imports docker: only when these tests run
-
-    kit = Kit()
-    try:
-        yield kit
-    finally:
-        problems = kit.cleanup()
-        kit.client.close()
-        if problems:
-            print("docker cleanup left:", *problems, sep="\n  ", file=sys.stderr)
-
-
-@pytest.fixture(scope="module")
 def static_hello(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("hello") / "hello"
     cmd = ["gcc", "-static", "-O2", '-DVARIANT="static"', str(SRC / "hello.c"), str(SRC / "lib.c")]
@@ -687,7 +675,11 @@ def static_hello(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.docker
 @pytest.mark.slow
-def test_docker_loads_the_archive_and_runs_it(kit: Any, tmp_path: Path, static_hello: Path) -> None:
+def test_docker_loads_the_archive_and_runs_it(
+    kit: Any,  # noqa: F811
+    tmp_path: Path,
+    static_hello: Path,
+) -> None:
     tag = kit.tag("archive")
     kit.own(tag)
     data = b"hello from a second layer\n"
