@@ -1,6 +1,7 @@
 # scratchpack: everything a fresh Debian bookworm machine needs, from the repo alone.
 #
-#   make test    Debian packages + .venv + Docker Engine (best effort) + ruff + mypy + pytest
+#   make test    Debian packages + .venv + Docker Engine and arm64 emulation (best effort)
+#                + ruff + mypy + pytest
 #   make demo    pack this machine's python3 with what a real job needs; build and run it FROM scratch
 #   make bench   bench/resolve.py: ldd vs lddtree vs scratchpack over the host corpus
 #   make fuzz    fuzz/fuzz_elf.py: mutated ELF files against the reader and the CLI, FUZZ_SECONDS
@@ -24,9 +25,13 @@ OUT    := scratchpack-out
 # gcc-multilib: -m32 fixtures; musl-tools: musl-gcc fixtures; pax-utils: lddtree (bench);
 # debootstrap: --root trees; docker.io: dockerd (docker build tests); strace: --trace (demo, tests);
 # umoci, skopeo: read back what --oci and --docker-archive write, as other tools would (tests);
-# docker-registry: a registry of the tests' own on 127.0.0.1 (push, pull).
+# docker-registry: a registry of the tests' own on 127.0.0.1 (push, pull); openssl: its TLS
+# certificate and the signatures of the tests' token server (bcrypt for htpasswd: libcrypt).
+# qemu-user-static: runs arm64 programs (the arm64 tree's second stage, its own ldd and ldconfig,
+# registered in binfmt_misc by .ci/binfmt); patchelf: arm64 test cases made from the tree's own
+# files (new RPATH, RUNPATH, SONAME), as no arm64 compiler is installed.
 APT_PACKAGES := gcc gcc-multilib musl-tools pax-utils debootstrap docker.io strace umoci skopeo \
-                docker-registry
+                docker-registry qemu-user-static patchelf openssl
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -51,7 +56,7 @@ FUZZ_SECONDS ?= 600
 # FUZZ_SEED=N repeats a run; by default each run draws new inputs.
 FUZZ_SEED    ?=
 
-.PHONY: all deps venv lint test demo bench fuzz docker-engine clean distclean
+.PHONY: all deps venv lint test demo bench fuzz docker-engine binfmt clean distclean
 
 all: test
 
@@ -92,8 +97,12 @@ lint: venv
 docker-engine: | deps
 	@.ci/docker-engine
 
+## binfmt: register qemu's aarch64 emulator in binfmt_misc (idempotent); never fails the run.
+binfmt: | deps
+	@.ci/binfmt
+
 ## test: everything, on a fresh machine too.
-test: deps venv docker-engine lint
+test: deps venv docker-engine binfmt lint
 	@rc=0; $(BIN)/pytest -q -ra $(PYTEST_ARGS) || rc=$$?; \
 	if [ "$$rc" -eq 5 ]; then \
 	  echo "make test: pytest collected no tests (exit 5); treated as success"; rc=0; \
@@ -128,6 +137,6 @@ fuzz: venv
 clean:
 	rm -rf $(OUT) testdata/build .pytest_cache .mypy_cache .ruff_cache
 
-# Also drops the cached debootstrap tree (rebuilt by the next `make test`, a few minutes).
+# Also drops the cached debootstrap trees (rebuilt by the next `make test`, a few minutes).
 distclean: clean
 	rm -rf $(VENV) $(CACHE)

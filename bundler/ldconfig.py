@@ -98,7 +98,7 @@ DL_CACHE_HWCAP_EXTENSION = 1 << 62
 _HWCAP_TLS_MASK = 1 << 63
 _ISA_LEVEL_MASK = (1 << 10) - 1
 _X86_PLATFORM_FIRST = 48  # _DL_FIRST_PLATFORM on x86
-_X86_PLATFORMS = ("i586", "i686", "haswell", "xeon_phi")
+X86_PLATFORMS = ("i586", "i686", "haswell", "xeon_phi")
 
 # e_machine numbers used by cache_arch_flags.
 EM_SPARC, EM_386, EM_MIPS, EM_SPARC32PLUS, EM_PPC, EM_PPC64, EM_S390 = 2, 3, 8, 18, 20, 21, 22
@@ -322,8 +322,8 @@ def _platform_bits(arch_flags: int, platform: str | None) -> tuple[int, int]:
     else:
         return 0, 0
     mask = ((1 << count) - 1) << _X86_PLATFORM_FIRST
-    if platform in _X86_PLATFORMS[start:count]:
-        return mask, 1 << (_X86_PLATFORM_FIRST + _X86_PLATFORMS.index(platform))
+    if platform in X86_PLATFORMS[start:count]:
+        return mask, 1 << (_X86_PLATFORM_FIRST + X86_PLATFORMS.index(platform))
     return mask, -1  # unknown platform: ld.so uses (uint64_t) -1, which matches nothing
 
 

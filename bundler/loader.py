@@ -23,7 +23,7 @@ from functools import cache, cached_property
 from bundler import hwcaps
 from bundler.elf import ElfIdent, ElfInfo
 from bundler.errors import ScratchpackError
-from bundler.ldconfig import HWCAP_X86_64, LdCache, cache_arch_flags, read_ld_cache
+from bundler.ldconfig import X86_PLATFORMS, LdCache, cache_arch_flags, read_ld_cache
 from bundler.rootfs import FsRoot
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,10 @@ class SearchSettings:
     """Everything outside the root that changes a search; read once at the CLI's edge."""
 
     ld_library_path: str | None = None  # raw, as in the environment
-    cpu_flags: frozenset[str] = frozenset()
+    cpu_flags: frozenset[str] = frozenset()  # the host CPU's, from /proc/cpuinfo
+    # e_machine values the host runs natively, whose loaders see cpu_flags; None: every one.
+    host_machines: frozenset[int] | None = None
+    cpu_features: frozenset[str] | None = None  # --cpu-features: the target CPU, any machine
     hwcaps: tuple[str, ...] | None = None  # glibc-hwcaps levels; None: what cpu_flags support
     cwd: str = "/"  # relative search directories are relative to the process's directory
     # Beyond DT_NEEDED: .note.dlopen entries of these priorities, and libgcc_s.so.1, which
@@ -88,8 +91,8 @@ class Loader:
     cache: LdCache | None = field(default=None, compare=False)
     cache_flags: int = 0
     cache_hwcaps: tuple[str, ...] = ()
-    cache_hwcap: int = 0  # legacy AT_HWCAP bits the cache lookup accepts (glibc < 2.37)
-    cache_platform: str | None = None  # a legacy platform name the cache knows ("haswell")
+    cache_hwcap: int = 0  # AT_HWCAP & HWCAP_IMPORTANT: legacy cache entries taken (< 2.37)
+    cache_platform: str | None = None  # a legacy platform name the cache knows ("i686")
 
     @property
     def is_musl(self) -> bool:
@@ -141,10 +144,13 @@ class LoaderFactory:
         data = self._loader_bytes(interpreter)
         version = _glibc_version(data)
         system_dirs = _system_dirs(data) or self._fallback_system_dirs(elf_class)
-        cpu = self.settings.cpu_flags
+        settings = self.settings
+        cpu = hwcaps.target_features(
+            machine, settings.cpu_flags, settings.host_machines, settings.cpu_features
+        )
         levels = (
-            self.settings.hwcaps
-            if self.settings.hwcaps is not None
+            settings.hwcaps
+            if settings.hwcaps is not None
             else hwcaps.supported_subdirs(machine, cpu)
         )
         if version < (2, 33):
@@ -152,7 +158,6 @@ class LoaderFactory:
         legacy = hwcaps.legacy_subdirs(hwcaps.legacy_names(machine, elf_class, version, cpu))
         subdirs = tuple(f"glibc-hwcaps/{name}" for name in levels) + (legacy or ("",))
         platform = hwcaps.at_platform(machine, elf_class, version, cpu)
-        x86_64_legacy = machine == hwcaps.EM_X86_64 and elf_class == 64 and version < (2, 37)
         return Loader(
             flavor=GLIBC,
             interpreter=interpreter,
@@ -166,8 +171,9 @@ class LoaderFactory:
             cache=self._ld_cache,
             cache_flags=cache_arch_flags(elf_class, machine, e_flags=e_flags),
             cache_hwcaps=levels,
-            cache_hwcap=HWCAP_X86_64 if x86_64_legacy else 0,
-            cache_platform=platform if platform in ("haswell", "xeon_phi") else None,
+            cache_hwcap=hwcaps.legacy_hwcap_mask(machine, elf_class, version, cpu),
+            # Only x86 loaders know platform bits in the cache (i586, i686, haswell, xeon_phi).
+            cache_platform=platform if platform in X86_PLATFORMS else None,
         )
 
     @cached_property

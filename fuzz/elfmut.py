@@ -71,6 +71,12 @@ PHDR = {
 }
 PT_LOAD, PT_DYNAMIC, PT_INTERP, PT_NOTE = 1, 2, 3, 4
 DT_NULL, DT_NEEDED, DT_STRTAB, DT_SONAME, DT_RPATH, DT_RUNPATH = 0, 1, 5, 14, 15, 29
+DT_VERDEF, DT_VERDEFNUM, DT_VERNEED, DT_VERNEEDNUM = 0x6FFFFFFC, 0x6FFFFFFD, 0x6FFFFFFE, 0x6FFFFFFF
+# Version records, the same in both classes: (offset, struct format) of each field, in order.
+VERNEED = ((0, "H"), (2, "H"), (4, "I"), (8, "I"), (12, "I"))  # version cnt file aux next
+VERNAUX = ((0, "I"), (4, "H"), (6, "H"), (8, "I"), (12, "I"))  # hash flags other name next
+VERDEF = ((0, "H"), (2, "H"), (4, "H"), (6, "H"), (8, "I"), (12, "I"), (16, "I"))
+VERDAUX = ((0, "I"), (4, "I"))  # name next
 ET_REL, ET_EXEC, ET_DYN, ET_CORE = 1, 2, 3, 4
 
 # Values that break parsers: zero, one, the top of every width, sign bits.
@@ -244,8 +250,34 @@ class Elf:
         for offset, tag, value in list(self.dyn_entries()):
             swapped.put(offset, fmt, tag)
             swapped.put(offset + struct.calcsize(fmt), fmt, value)
+        self._swap_versions(swapped)
         # Notes (build id, ABI tag) keep their little-endian words: not read for BE-ness here.
         return swapped
+
+    def _swap_versions(self, swapped: Elf) -> None:
+        """.gnu.version_r and .gnu.version_d records, which the loader reads too."""
+        dyn = {tag: value for _o, tag, value in self.dyn_entries()}
+        for tag, count_tag, head, aux_fields, head_next, aux_link in (
+            (DT_VERNEED, DT_VERNEEDNUM, VERNEED, VERNAUX, 12, (1, 8)),
+            (DT_VERDEF, DT_VERDEFNUM, VERDEF, VERDAUX, 16, (3, 12)),
+        ):
+            offset = self.vaddr_to_offset(dyn[tag]) if tag in dyn else None
+            for _ in range(dyn.get(count_tag, 0) if offset is not None else 0):
+                assert offset is not None
+                values = [self.get(offset + at, fmt) for at, fmt in head]
+                for (at, fmt), value in zip(head, values, strict=True):
+                    swapped.put(offset + at, fmt, value)
+                aux = offset + values[-2]  # vn_aux / vd_aux
+                for _ in range(values[aux_link[0]]):  # vn_cnt / vd_cnt
+                    aux_values = [self.get(aux + at, fmt) for at, fmt in aux_fields]
+                    for (at, fmt), value in zip(aux_fields, aux_values, strict=True):
+                        swapped.put(aux + at, fmt, value)
+                    if not aux_values[-1]:
+                        break
+                    aux += aux_values[-1]
+                if not self.get(offset + head_next, "I"):
+                    break
+                offset += self.get(offset + head_next, "I")
 
 
 def mutate(data: bytes, rnd: random.Random, rounds: int | None = None) -> bytes:

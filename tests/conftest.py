@@ -5,6 +5,11 @@ few packages whose libraries are interesting (redis, python3, curl, OpenSSL). It
 into ``<repo>/.cache/debootstrap-bookworm`` (in a temporary folder beside it, renamed into place
 when complete, so an interrupted build never leaves a half tree) and reused by later runs. A
 stamp file beside it records what it was built from; a different package list rebuilds it.
+
+``debootstrap_arm64_root``: the same for arm64 (``.cache/debootstrap-bookworm-arm64``, fewer
+packages), made with ``debootstrap --foreign`` and its second stage run in the tree under
+qemu-user-static; ``qemu_aarch64`` registers the emulator in binfmt_misc (``.ci/binfmt``) or
+skips, saying why (fails with SCRATCHPACK_REQUIRE_QEMU=1).
 The markers (``ldd``, ``slow``, ``docker``, ``debootstrap``) are registered in pyproject.toml.
 """
 
@@ -22,6 +27,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -62,7 +68,6 @@ DEBOOTSTRAP_INCLUDE = (
     "file",
     "openssl",
 )
-DEBOOTSTRAP_DIR = CACHE / f"debootstrap-{DEBOOTSTRAP_SUITE}"
 DEBOOTSTRAP_TIMEOUT = 30 * 60
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 
@@ -139,81 +144,138 @@ def _die_with_parent() -> None:
         pass
 
 
-def _stamp() -> dict[str, object]:
-    return {
-        "suite": DEBOOTSTRAP_SUITE,
-        "variant": DEBOOTSTRAP_VARIANT,
-        "include": sorted(DEBOOTSTRAP_INCLUDE),
-        "arch": "amd64",
-    }
+@dataclass(frozen=True)
+class TreeSpec:
+    """One cached debootstrap tree: a Debian suite for one architecture."""
+
+    arch: str
+    include: tuple[str, ...]
+    suite: str = DEBOOTSTRAP_SUITE
+    variant: str = DEBOOTSTRAP_VARIANT
+    # A foreign tree: debootstrap --foreign unpacks, then its second stage runs inside the
+    # tree under qemu-user-static through binfmt_misc (.ci/binfmt registers it).
+    foreign: bool = False
+
+    @property
+    def path(self) -> Path:
+        # The amd64 tree keeps its historical name, so existing caches stay valid.
+        suffix = "" if self.arch == "amd64" else f"-{self.arch}"
+        return CACHE / f"debootstrap-{self.suite}{suffix}"
+
+    def stamp(self) -> dict[str, object]:
+        return {
+            "suite": self.suite,
+            "variant": self.variant,
+            "include": sorted(self.include),
+            "arch": self.arch,
+        }
 
 
-def build_debootstrap_root() -> Path:
+AMD64_TREE = TreeSpec("amd64", DEBOOTSTRAP_INCLUDE)
+# Enough for the arm64 resolution test and a redis image for arm64, and no more: every fresh
+# CI machine builds it, the second stage under emulation (a few minutes).
+ARM64_TREE = TreeSpec(
+    "arm64", ("redis-server", "redis-tools", "python3", "curl", "nginx"), foreign=True
+)
+QEMU_BINFMT = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
+
+
+def _run_logged(cmd: list[str], log: Path, timeout: float) -> None:
+    """Run one build step, its output appended to ``log``; RuntimeError naming the log."""
+    with open(log, "a") as out:
+        out.write("$ " + " ".join(cmd) + "\n")
+        out.flush()
+        proc = subprocess.run(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=timeout,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+            preexec_fn=_die_with_parent,
+            check=False,
+        )
+    if proc.returncode != 0:
+        tail = "".join(log.read_text(errors="replace").splitlines(True)[-5:])
+        raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}), see {log}:\n{tail}")
+
+
+def qemu_aarch64_problem() -> str | None:
+    """Why arm64 programs cannot run here, or None when binfmt_misc runs them under qemu.
+
+    Registers the entry first (.ci/binfmt: idempotent, needs root) when it is absent."""
+    if not QEMU_BINFMT.exists():
+        proc = subprocess.run(
+            [str(REPO / ".ci" / "binfmt"), "aarch64"], capture_output=True, text=True, check=False
+        )
+        if not QEMU_BINFMT.exists():
+            why = proc.stderr.strip() or proc.stdout.strip()
+            return f"arm64 programs cannot run here: {why or 'qemu-aarch64 not registered'}"
+    state = QEMU_BINFMT.read_text().splitlines()[:1]
+    if state != ["enabled"]:
+        return f"{QEMU_BINFMT} is {state}"
+    return None
+
+
+def build_debootstrap_root(spec: TreeSpec = AMD64_TREE) -> Path:
     """Return the cached tree, building it first if needed; raise RuntimeError when impossible."""
     debootstrap = shutil.which("debootstrap") or (
         "/usr/sbin/debootstrap" if os.path.exists("/usr/sbin/debootstrap") else None
     )
-    stamp_file = DEBOOTSTRAP_DIR.with_name(DEBOOTSTRAP_DIR.name + ".json")
+    tree = spec.path
+    stamp_file = tree.with_name(tree.name + ".json")
     CACHE.mkdir(parents=True, exist_ok=True)
-    with open(DEBOOTSTRAP_DIR.with_name(DEBOOTSTRAP_DIR.name + ".lock"), "w") as lock:
+    with open(tree.with_name(tree.name + ".lock"), "w") as lock:
         # Two test runs at once (developers in parallel) build the tree only once.
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            if DEBOOTSTRAP_DIR.is_dir() and json.loads(stamp_file.read_text()) == _stamp():
-                return DEBOOTSTRAP_DIR
+            if tree.is_dir() and json.loads(stamp_file.read_text()) == spec.stamp():
+                return tree
         except (OSError, ValueError):
             pass
         if debootstrap is None:
             raise RuntimeError("debootstrap is not installed (`make deps` installs it)")
         if os.geteuid() != 0:
             raise RuntimeError("debootstrap needs root")
+        if spec.foreign and (problem := qemu_aarch64_problem()) is not None:
+            raise RuntimeError(problem)
         # Leftovers of interrupted builds (their owner is gone: we hold the lock).
-        for old in CACHE.glob(DEBOOTSTRAP_DIR.name + ".tmp-*"):
+        for old in CACHE.glob(tree.name + ".tmp-*"):
             _remove_tree(old)
-        tmp = DEBOOTSTRAP_DIR.with_name(f"{DEBOOTSTRAP_DIR.name}.tmp-{os.getpid()}")
-        log = DEBOOTSTRAP_DIR.with_name(DEBOOTSTRAP_DIR.name + ".log")
+        tmp = tree.with_name(f"{tree.name}.tmp-{os.getpid()}")
+        log = tree.with_name(tree.name + ".log")
         cmd = [
             debootstrap,
-            f"--variant={DEBOOTSTRAP_VARIANT}",
-            "--arch=amd64",
-            *([f"--include={','.join(DEBOOTSTRAP_INCLUDE)}"] if DEBOOTSTRAP_INCLUDE else []),
-            DEBOOTSTRAP_SUITE,
+            f"--variant={spec.variant}",
+            f"--arch={spec.arch}",
+            *(["--foreign"] if spec.foreign else []),
+            *([f"--include={','.join(spec.include)}"] if spec.include else []),
+            spec.suite,
             str(tmp),
             debian_mirror(),
         ]
         start = time.monotonic()
+        log.write_text("")
         try:
-            with open(log, "w") as out:
-                out.write("$ " + " ".join(cmd) + "\n")
-                out.flush()
-                proc = subprocess.run(
-                    cmd,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    timeout=DEBOOTSTRAP_TIMEOUT,
-                    env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-                    preexec_fn=_die_with_parent,
-                    check=False,
-                )
-            if proc.returncode != 0:
-                tail = "".join(log.read_text(errors="replace").splitlines(True)[-5:])
-                raise RuntimeError(f"debootstrap failed ({proc.returncode}), see {log}:\n{tail}")
+            _run_logged(cmd, log, DEBOOTSTRAP_TIMEOUT)
+            if spec.foreign:
+                second = ["chroot", str(tmp), "/debootstrap/debootstrap", "--second-stage"]
+                _run_logged(second, log, DEBOOTSTRAP_TIMEOUT)
             _umount_under(tmp)
             # The downloaded .debs are half the size and of no use to the tests.
             for deb in (tmp / "var/cache/apt/archives").glob("*.deb"):
                 deb.unlink()
-            _remove_tree(DEBOOTSTRAP_DIR)
+            _remove_tree(tree)
             stamp_file.unlink(missing_ok=True)
-            tmp.rename(DEBOOTSTRAP_DIR)
-            stamp_file.write_text(json.dumps(_stamp(), indent=1) + "\n")
+            tmp.rename(tree)
+            stamp_file.write_text(json.dumps(spec.stamp(), indent=1) + "\n")
         except subprocess.TimeoutExpired as exc:
             raise RuntimeError(f"debootstrap took over {DEBOOTSTRAP_TIMEOUT} s, see {log}") from exc
         finally:
             _remove_tree(tmp)
         with open(log, "a") as out:
             out.write(f"built in {time.monotonic() - start:.0f} s\n")
-        return DEBOOTSTRAP_DIR
+        return tree
 
 
 @functools.cache
@@ -259,7 +321,37 @@ def debootstrap_root() -> Iterator[Path]:
     yield root
 
 
+@pytest.fixture(scope="session")
+def qemu_aarch64() -> None:
+    """arm64 programs run here (qemu-user-static through binfmt_misc, registered if needed).
+
+    Skips naming the reason; fails instead with SCRATCHPACK_REQUIRE_QEMU=1 (CI machines that
+    must run the arm64 comparison)."""
+    problem = qemu_aarch64_problem()
+    if problem is not None:
+        if os.environ.get("SCRATCHPACK_REQUIRE_QEMU") == "1":
+            pytest.fail(problem, pytrace=False)
+        pytest.skip(f"SKIPPED, arm64 emulation unavailable: {problem}")
+
+
+@pytest.fixture(scope="session")
+def debootstrap_arm64_root(qemu_aarch64: None) -> Iterator[Path]:
+    """A Debian bookworm arm64 tree (minbase + redis-server, redis-tools, python3, curl, nginx),
+    built with debootstrap --foreign and a second stage under qemu. Read-only, like
+    ``debootstrap_root``; copy it (``cp -a``) to change anything."""
+    try:
+        root = build_debootstrap_root(ARM64_TREE)
+    except RuntimeError as exc:
+        if os.environ.get("SCRATCHPACK_REQUIRE_QEMU") == "1":
+            pytest.fail(f"no arm64 {DEBOOTSTRAP_SUITE} tree: {exc}", pytrace=False)
+        pytest.skip(f"no debootstrapped arm64 {DEBOOTSTRAP_SUITE} tree: {exc}")
+    yield root
+
+
 if __name__ == "__main__":
-    # `python tests/conftest.py` builds (or finds) the cached tree outside pytest.
+    # `python tests/conftest.py [arm64]` builds (or finds) a cached tree outside pytest.
+    import sys
+
     t0 = time.monotonic()
-    print(build_debootstrap_root(), f"{time.monotonic() - t0:.1f} s")
+    chosen = ARM64_TREE if sys.argv[1:] == ["arm64"] else AMD64_TREE
+    print(build_debootstrap_root(chosen), f"{time.monotonic() - t0:.1f} s")

@@ -126,17 +126,22 @@ def ldd_many(files: list[str], workers: int = 4) -> dict[str, lc.LddResult]:
         return dict(zip(files, pool.map(lc.run_ldd, files), strict=True))
 
 
-def chroot_ldd_many(root: str, files: list[str], chunks: int = 4) -> dict[str, lc.LddResult]:
-    """ldd inside ``chroot root``, many files per shell, a few shells at once."""
-    script = 'for f in "$@"; do echo "=== $f"; ldd "$f" 2>&1; done'
+def chroot_ldd_many(
+    root: str, files: list[str], chunks: int = 4, env: dict[str, str] | None = None
+) -> dict[str, lc.LddResult]:
+    """ldd inside ``chroot root``, many files per shell, a few shells at once; ``env`` is
+    added to CHROOT_ENV (LD_LIBRARY_PATH, QEMU_CPU ...)."""
+    # The variables are set inside the root, not for the host's chroot program.
+    exports = "".join(f"export {k}='{v}'; " for k, v in (env or {}).items())
+    script = exports + 'for f in "$@"; do echo "=== $f"; ldd "$f" 2>&1; done'
 
     def one(batch: list[str]) -> dict[str, lc.LddResult]:
         proc = subprocess.run(
             ["chroot", root, "/bin/sh", "-c", script, "sh", *batch],
             capture_output=True,
             text=True,
-            env=CHROOT_ENV,
-            timeout=600,
+            env={**CHROOT_ENV, **{k: v for k, v in (env or {}).items() if k.startswith("QEMU_")}},
+            timeout=1800,
             check=False,
         )
         out: dict[str, list[str]] = {}

@@ -80,15 +80,76 @@ def test_legacy_subdirs_in_glibc_order() -> None:
 
 
 def test_platform_by_glibc_era() -> None:
+    # sysdeps/x86/cpu-features.c (2.26 and later) refines the platform on Intel CPUs only.
+    intel = V4_CPU | {hwcaps.INTEL}
     assert hwcaps.at_platform(62, 64, (2, 36), V4_CPU) == "x86_64"
-    assert hwcaps.at_platform(62, 64, (2, 31), V4_CPU) == "haswell"
+    assert hwcaps.at_platform(62, 64, (2, 36), intel) == "haswell"
+    assert hwcaps.at_platform(62, 64, (2, 31), intel) == "haswell"
+    assert hwcaps.at_platform(62, 64, (2, 25), intel) == "x86_64"
+    assert hwcaps.at_platform(62, 64, (2, 36), intel | {"avx512er", "avx512pf"}) == "xeon_phi"
     assert hwcaps.at_platform(3, 32, (2, 36), V4_CPU) == "i686"
+
+
+def test_legacy_names_per_architecture() -> None:
+    """tls, the platform, then the HWCAP_IMPORTANT names highest bit first (elf/dl-hwcaps.c)."""
+    intel = V4_CPU | {hwcaps.INTEL}
+    # Skylake-class Intel: avx512_1 (bit 2) before x86_64 (bit 1), under the haswell platform.
+    assert hwcaps.legacy_names(62, 64, (2, 36), intel) == ["tls", "haswell", "avx512_1", "x86_64"]
+    # i386 on glibc 2.36, as LD_DEBUG=libs shows: tls/i686/sse2, tls/i686, tls/sse2, tls ...
+    assert hwcaps.legacy_names(3, 32, (2, 36), frozenset({"sse2"})) == ["tls", "i686", "sse2"]
+    assert hwcaps.legacy_names(183, 64, (2, 36), frozenset({"atomics"})) == [
+        "tls",
+        "aarch64",
+        "atomics",
+    ]
+    assert hwcaps.legacy_names(183, 64, (2, 27), frozenset({"atomics"})) == ["tls", "aarch64"]
+    assert hwcaps.legacy_names(183, 64, (2, 36), frozenset()) == ["tls", "aarch64"]
+    assert hwcaps.legacy_subdirs(["tls", "aarch64", "atomics"]) == (
+        "tls/aarch64/atomics",
+        "tls/aarch64",
+        "tls/atomics",
+        "tls",
+        "aarch64/atomics",
+        "aarch64",
+        "atomics",
+        "",
+    )
+    assert hwcaps.legacy_hwcap_mask(183, 64, (2, 36), frozenset({"atomics"})) == 1 << 8
+    assert hwcaps.legacy_hwcap_mask(183, 64, (2, 37), frozenset({"atomics"})) == 0
+    assert hwcaps.legacy_hwcap_mask(3, 32, (2, 36), frozenset({"sse2"})) == 1
+
+
+def test_target_cpu_of_a_foreign_root() -> None:
+    host = frozenset({"avx2", "sse2"})
+    native = frozenset({62, 3})
+    assert hwcaps.target_features(62, host, native, None) == host
+    assert hwcaps.target_features(183, host, native, None) == hwcaps.DEFAULT_FEATURES[183]
+    assert "atomics" in hwcaps.DEFAULT_FEATURES[183]
+    assert hwcaps.target_features(183, host, native, frozenset()) == frozenset()
+    assert hwcaps.target_features(243, host, native, None) == frozenset()
+    assert hwcaps.parse_cpu_features_option("Atomics, asimd") == {"atomics", "asimd"}
+    assert hwcaps.parse_cpu_features_option("none") == frozenset()
+    with pytest.raises(UsageError, match="not a feature name"):
+        hwcaps.parse_cpu_features_option("atomics,a b")
+
+
+def test_cpuinfo_vendor_and_arm_features() -> None:
+    x86 = "vendor_id\t: GenuineIntel\nflags\t\t: fpu avx2\n"
+    assert hwcaps.cpu_flags_from_cpuinfo(x86) == {"fpu", "avx2", hwcaps.INTEL}
+    arm = "processor\t: 0\nFeatures\t: fp asimd atomics\nCPU implementer\t: 0x41\n"
+    assert hwcaps.cpu_flags_from_cpuinfo(arm) == {"fp", "asimd", "atomics"}
 
 
 @pytest.mark.parametrize(
     ("name", "reserved"),
-    [("libc.so", True), ("libc.musl-x86_64.so.1", True), ("libpthread.so.0", True),
-     ("libcrypto.so.3", False), ("libm.so.6", True), ("libmagic.so.1", False)],
+    [
+        ("libc.so", True),
+        ("libc.musl-x86_64.so.1", True),
+        ("libpthread.so.0", True),
+        ("libcrypto.so.3", False),
+        ("libm.so.6", True),
+        ("libmagic.so.1", False),
+    ],
 )
 def test_musl_reserved_names(name: str, reserved: bool) -> None:
     assert _musl_reserved(name) is reserved
