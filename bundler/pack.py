@@ -133,6 +133,7 @@ def make_plan(
     ``baseline`` resolves as a CPU without any glibc-hwcaps level would: when the closure
     uses an optimised variant, the plain one goes in too, so the image runs on any CPU."""
     binaries = collect(resolver, specs, options.search_path, options.cwd)
+    image_platform(resolver, binaries)  # one machine per image: said before anything else
     entrypoint = _entrypoint(resolver, binaries, options)
     planner = Planner(resolver.root, options.plan, hint=resolver.conf_hint)
     planner.add_binaries(binaries)
@@ -149,7 +150,7 @@ def make_plan(
         log.info("the closure uses glibc-hwcaps variants; adding the baseline ones for other CPUs")
         paths = [b.path for b in binaries if b.kind != "script"]
         planner.add_binaries(collect(baseline, paths, options.search_path, options.cwd))
-    platform = image_platform(resolver, binaries)  # one machine per image, before any write
+    platform = image_platform(resolver, binaries)  # again, with what extras and traces added
     database = open_database(resolver.root)
     if options.layered and database is not None:
         complete_for_sharing(planner, database, binaries)

@@ -115,3 +115,40 @@ def test_redis_for_arm64_and_amd64_under_one_tag(
         f"redis:7 for linux/amd64 and linux/arm64/v8 in one index ({result['digest']}); "
         f"pushed {result['uploaded']} blobs, pulled for arm64, PONG under qemu",
     )
+
+
+def test_programs_of_two_machines_are_refused_in_one_image(
+    debootstrap_arm64_root: Path, tmp_path: Path
+) -> None:
+    from fakeroot import make_root
+
+    root = make_root(tmp_path / "root")
+    arm = root / "usr/bin/true-arm64"
+    arm.write_bytes((debootstrap_arm64_root / "usr/bin/true").read_bytes())
+    arm.chmod(0o755)
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bundler",
+            "--root",
+            str(root),
+            "/bin/true",
+            "/usr/bin/true-arm64",
+            "--allow-missing",
+            "-q",
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines == [
+        "scratchpack: programs of different machines cannot share one image: /bin/true is "
+        "linux/amd64, /usr/bin/true-arm64 is linux/arm64/v8"
+    ]
+    assert not out.exists()
