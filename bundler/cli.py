@@ -246,7 +246,8 @@ input; 130 interrupted.
     "cpu_features_option",
     default=None,
     metavar="NAMES",
-    help="Features of the target CPU as /proc/cpuinfo names them, e.g. atomics, or 'none'; they "
+    help="Features of the target CPU as /proc/cpuinfo names them, e.g. atomics, or 'none', and "
+    "its vendor (genuineintel or intel: haswell/, xeon_phi/, avx512_1/ are Intel's); they "
     "pick the legacy hwcap folders (aarch64 atomics/, i386 sse2/ ...) of glibc up to 2.36. "
     "Default: this machine's for a root of its own architecture, else that architecture's "
     "usual server CPU (aarch64: atomics).",

@@ -83,9 +83,14 @@ DEFAULT_PLATFORM: dict[tuple[int, int], str] = {
 
 HASWELL_FEATURES = frozenset({"avx2", "bmi1", "bmi2", "abm", "movbe", "popcnt", "fma"})
 # glibc's x86 refinements of dl_hwcap and dl_platform look at Intel CPUs only
-# (sysdeps/x86/cpu-features.c: cpu_features->basic.kind == arch_kind_intel). /proc/cpuinfo's
-# vendor_id is kept among the features under this name.
+# (sysdeps/x86/cpu-features.c: cpu_features->basic.kind == arch_kind_intel, in every release
+# from 2.26 to 2.41 and beyond). /proc/cpuinfo's vendor_id is kept among the features under
+# this name; --cpu-features takes it, or "intel", to state an Intel target CPU.
 INTEL = "genuineintel"
+_VENDOR_ALIASES = {"intel": INTEL}
+# AVX512CD usable implies AVX512F usable (before 2.33 both were tested), for both refinements.
+XEON_PHI_FEATURES = frozenset({"avx512f", "avx512cd", "avx512er", "avx512pf"})
+AVX512_1_FEATURES = frozenset({"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"})
 
 # HWCAP_IMPORTANT of glibc 2.36 other than x86's, as (AT_HWCAP bit, name) in bit order, with the
 # first glibc whose loader searches them (see the table above).
@@ -151,10 +156,12 @@ def cpu_flags_from_cpuinfo(text: str) -> frozenset[str]:
 
 
 def parse_cpu_features_option(value: str) -> frozenset[str]:
-    """--cpu-features: a comma list of feature names as /proc/cpuinfo spells them, or 'none'."""
+    """--cpu-features: a comma list of feature names as /proc/cpuinfo spells them, or 'none';
+    the vendor as its vendor_id spells it (``genuineintel``, also ``intel``) counts as one."""
     if value.strip() in ("", "none"):
         return frozenset()
     names = {n.strip().lower() for n in value.split(",") if n.strip()}
+    names = {_VENDOR_ALIASES.get(n, n) for n in names}
     bad = sorted(n for n in names if not _FEATURE.match(n))
     if bad:
         raise UsageError(f"--cpu-features: not a feature name: {', '.join(bad)}")
@@ -247,7 +254,7 @@ def legacy_hwcaps(
         avx512_1 = (
             glibc >= (2, 26)
             and INTEL in cpu
-            and {"avx512cd", "avx512bw", "avx512dq", "avx512vl"} <= cpu
+            and cpu >= AVX512_1_FEATURES
             and "avx512er" not in cpu
         )
         return ((1, "x86_64"),) + (((2, "avx512_1"),) if avx512_1 else ())
@@ -272,9 +279,10 @@ def legacy_hwcap_mask(
 
 def at_platform(machine: int, elf_class: int, glibc: tuple[int, int], cpu: frozenset[str]) -> str:
     """What $PLATFORM expands to. From glibc 2.26 on, x86-64 loaders on Intel CPUs replace the
-    kernel's x86_64 with xeon_phi (AVX512CD, ER and PF) or haswell (AVX2-class)."""
+    kernel's x86_64 with xeon_phi (AVX512F, CD, ER and PF) or haswell (AVX2-class); 2.37 kept
+    this (only the legacy folders and cache bits went), so $PLATFORM still says haswell."""
     if machine == EM_X86_64 and glibc >= (2, 26) and INTEL in cpu:  # x32 is __x86_64__ too
-        if {"avx512cd", "avx512er", "avx512pf"} <= cpu:
+        if cpu >= XEON_PHI_FEATURES:
             return "xeon_phi"
         if cpu >= HASWELL_FEATURES:
             return "haswell"

@@ -7,7 +7,8 @@ Two halves:
   file's folder), ``hwcap`` lines ignored, old-style ``dir=TYPE`` suffixes cut off.
 * ``parse_ld_cache`` reads both binary formats (``elf/cache.c`` writes them,
   ``sysdeps/generic/dl-cache.h`` defines them) and ``LdCache.lookup`` answers like
-  ``elf/dl-cache.c:search_cache``, glibc-hwcaps extension included.
+  ``elf/dl-cache.c:search_cache`` of the loader's release (up to 2.32, 2.33-2.36, 2.37 on),
+  glibc-hwcaps extension included.
 
 The loader itself never reads ld.so.conf; only the cache matters for resolution. The conf is
 still useful to explain where a cached directory came from.
@@ -361,6 +362,7 @@ class LdCache:
         hwcaps_priority: Sequence[str],
         hwcap: int = 0,
         platform: str | None = None,
+        glibc: tuple[int, int] = (2, 36),
     ) -> str | None:
         """The path ld.so takes from the cache for ``name``, or None.
 
@@ -368,18 +370,24 @@ class LdCache:
         the glibc-hwcaps subdirectories it uses, best first. ``hwcap`` and ``platform`` only
         matter for entries from legacy hwcap subdirectories: ``hwcap`` is the loader's
         ``GLRO(dl_hwcap) & hwcap_mask`` (``HWCAP_X86_64`` on x86-64), ``platform`` its
-        AT_PLATFORM name (``"haswell"``...).
+        AT_PLATFORM name (``"haswell"``...). ``glibc`` is the loader's release, whose
+        search_cache the lookup follows: before 2.33 no glibc-hwcaps entries (their bit 62 is
+        excluded like any unknown hwcap bit); from 2.37 no entry with any legacy bit, TLS
+        and platform bits included.
         """
         group = self._index.get(_libcmp_key(name))
         if not group:
             return None
+        if glibc < (2, 33):
+            return _search_before_hwcaps(group, arch_flags, hwcap, platform)
         if self.format == "old":
             return _search_old(group, arch_flags)
-        return _search_new(group, arch_flags, hwcaps_priority, hwcap, platform)
+        return _search_new(group, arch_flags, hwcaps_priority, hwcap, platform, glibc)
 
 
 def _search_old(group: Sequence[CacheEntry], arch_flags: int) -> str | None:
-    """search_cache with the 12-byte entries: the last usable one, unless an exact id stops it."""
+    """search_cache with the 12-byte entries from glibc 2.33 on: the last usable one, unless an
+    exact id stops it (older loaders keep the first, see _search_before_hwcaps)."""
     best = None
     for entry in group:
         if _check_flags(entry.flags, arch_flags):
@@ -389,18 +397,45 @@ def _search_old(group: Sequence[CacheEntry], arch_flags: int) -> str | None:
     return best
 
 
+def _search_before_hwcaps(
+    group: Sequence[CacheEntry], arch_flags: int, hwcap: int, platform: str | None
+) -> str | None:
+    """search_cache with the 24-byte entries of glibc up to 2.32 (elf/dl-cache.c): after a
+    first usable entry only an exact id may still replace it."""
+    platform_mask, platform_bit = _platform_bits(arch_flags, platform)
+    exclude = ~(hwcap | platform_mask | _HWCAP_TLS_MASK)
+    exact = _default_id(arch_flags)
+    best: str | None = None
+    for entry in group:
+        if not _check_flags(entry.flags, arch_flags):
+            continue
+        if best is not None and entry.flags != exact:
+            continue
+        if entry.hwcap & exclude:
+            continue  # a glibc-hwcaps entry of a newer ldconfig too (bit 62)
+        plat = entry.hwcap & platform_mask
+        if plat and plat != platform_bit:
+            continue
+        best = entry.path
+        if entry.flags == exact:
+            break
+    return best
+
+
 def _search_new(
     group: Sequence[CacheEntry],
     arch_flags: int,
     hwcaps_priority: Sequence[str],
     hwcap: int,
     platform: str | None,
+    glibc: tuple[int, int] = (2, 36),
 ) -> str | None:
-    """search_cache with the 24-byte entries (glibc 2.36 elf/dl-cache.c), step for step."""
+    """search_cache with the 24-byte entries (glibc 2.33-2.41 elf/dl-cache.c), step for step."""
     priorities = {sub: rank for rank, sub in enumerate(hwcaps_priority, start=1)}
     isa_levels = _isa_levels(hwcaps_priority)
     platform_mask, platform_bit = _platform_bits(arch_flags, platform)
-    exclude = ~(hwcap | platform_mask | _HWCAP_TLS_MASK)
+    # 2.37 removed the legacy hwcaps: an entry with any bit set (TLS too) is skipped.
+    exclude = ~0 if glibc >= (2, 37) else ~(hwcap | platform_mask | _HWCAP_TLS_MASK)
     best: str | None = None
     best_priority = 0
     for entry in group:

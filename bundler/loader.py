@@ -3,7 +3,8 @@
 A program names its loader in PT_INTERP. What that loader does depends on facts compiled into
 it, so they are read from the root's own loader file rather than assumed:
 
-- glibc: its version (legacy hwcaps end with 2.37), its system directories (Debian's
+- glibc: its release (see ``glibc_release``: glibc-hwcaps folders from 2.33, legacy hwcap
+  folders up to 2.36, ld.so.cache filtering per release), its system directories (Debian's
   ``/lib/x86_64-linux-gnu/ /usr/lib/x86_64-linux-gnu/ /lib/ /usr/lib/``, Fedora's ``/lib64/
   /usr/lib64/``), which also give ``$LIB``; the root's ld.so.cache; the hwcaps subdirectories
   for this CPU.
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from functools import cache, cached_property
 
 from bundler import hwcaps
-from bundler.elf import ElfIdent, ElfInfo
+from bundler.elf import ElfIdent, ElfInfo, read_elf
 from bundler.errors import ScratchpackError
 from bundler.ldconfig import X86_PLATFORMS, LdCache, cache_arch_flags, read_ld_cache
 from bundler.rootfs import FsRoot
@@ -53,6 +54,11 @@ MUSL_ARCHES: dict[tuple[int, int], str] = {
 MUSL_DEFAULT_PATH = ("/lib", "/usr/local/lib", "/usr/lib")
 
 _VERSION = re.compile(rb"release version (\d+)\.(\d+)")
+# ld-2.31.so: the file every glibc up to 2.33 installed its loader as (2.34 dropped it).
+_LOADER_FILE = re.compile(r"^ld-(\d+)\.(\d+)\.so$")
+_GLIBC_NODE = re.compile(r"^GLIBC_(\d+)\.(\d+)(?:\.\d+)?$")
+# An unreadable loader cannot run anything; a current glibc is assumed for the listing.
+DEFAULT_GLIBC = (2, 36)
 # SYSTEM_DIRS in glibc's trusted-dirs.h: NUL-separated absolute directories, each ending in '/'.
 _SYSTEM_DIRS = re.compile(rb"(?:/[A-Za-z0-9_.+-]+(?:/[A-Za-z0-9_.+-]+)*/\x00){2,}")
 
@@ -84,6 +90,7 @@ class Loader:
     elf_class: int
     little_endian: bool = True
     version: tuple[int, int] = (0, 0)  # glibc only
+    version_from: str = ""  # where the release was read (see glibc_release)
     system_dirs: tuple[str, ...] = ()  # glibc: default dirs; musl: the sys_path
     lib_token: str = "lib"  # what $LIB expands to
     platform: str = ""  # what $PLATFORM expands to
@@ -142,8 +149,9 @@ class LoaderFactory:
 
     def _glibc(self, interpreter: str, machine: int, elf_class: int, e_flags: int) -> Loader:
         data = self._loader_bytes(interpreter)
-        version = _glibc_version(data)
         system_dirs = _system_dirs(data) or self._fallback_system_dirs(elf_class)
+        version, source = self.glibc_release(interpreter, data, system_dirs)
+        log.info("%s: glibc %d.%d, from %s", interpreter, *version, source)
         settings = self.settings
         cpu = hwcaps.target_features(
             machine, settings.cpu_flags, settings.host_machines, settings.cpu_features
@@ -164,6 +172,7 @@ class LoaderFactory:
             machine=machine,
             elf_class=elf_class,
             version=version,
+            version_from=source,
             system_dirs=system_dirs,
             lib_token=system_dirs[0].strip("/") if system_dirs else "lib",
             platform=platform,
@@ -175,6 +184,53 @@ class LoaderFactory:
             # Only x86 loaders know platform bits in the cache (i586, i686, haswell, xeon_phi).
             cache_platform=platform if platform in X86_PLATFORMS else None,
         )
+
+    def glibc_release(
+        self, interpreter: str, data: bytes, system_dirs: tuple[str, ...]
+    ) -> tuple[tuple[int, int], str]:
+        """The glibc release of a loader and where it was read, the first source that answers:
+
+        1. the loader's own text "release version 2.36" (what ``ld.so --version`` prints;
+           Debian's 2.36 and 2.41 loaders carry it, its 2.31 one does not);
+        2. the file PT_INTERP finally names, ``ld-2.31.so`` (every glibc up to 2.33);
+        3. the same text in ``libc.so.6`` of the first system directory holding one (every
+           release: libc.so.6 prints it when run);
+        4. the highest ``GLIBC_2.N`` that ``libc.so.6`` defines: a lower bound only, as not
+           every release adds one (2.37 defines nothing new);
+        5. DEFAULT_GLIBC.
+        """
+        found = _release_text(data)
+        if found:
+            return found, "the loader's text"
+        found = self._release_of_file_name(interpreter)
+        if found:
+            return found, "the loader's file name"
+        libcs = (f"{d}/libc.so.6" for d in system_dirs)
+        libc = next((path for path in libcs if self.root.is_file(path)), None)
+        if libc is not None:
+            found = _release_text(self._loader_bytes(libc))
+            if found:
+                return found, f"{libc}'s text"
+            found = self._highest_version_node(libc)
+            if found:
+                return found, f"the versions {libc} defines"
+        return DEFAULT_GLIBC, "no source (assumed)"
+
+    def _release_of_file_name(self, interpreter: str) -> tuple[int, int] | None:
+        try:
+            name = posixpath.basename(self.root.resolve(interpreter))
+        except ScratchpackError:
+            return None
+        match = _LOADER_FILE.match(name)
+        return (int(match.group(1)), int(match.group(2))) if match else None
+
+    def _highest_version_node(self, libc: str) -> tuple[int, int] | None:
+        try:
+            defined = read_elf(self.root.real_host_path(libc), libc).version_defs or ()
+        except (OSError, ScratchpackError):
+            return None
+        found = [_GLIBC_NODE.match(name) for name in defined]
+        return max(((int(m.group(1)), int(m.group(2))) for m in found if m), default=None)
 
     @cached_property
     def _ld_cache(self) -> LdCache | None:
@@ -211,10 +267,9 @@ class LoaderFactory:
         return tuple(p for p in re.split(r"[:\n]", text) if p)
 
 
-def _glibc_version(data: bytes) -> tuple[int, int]:
+def _release_text(data: bytes) -> tuple[int, int] | None:
     match = _VERSION.search(data)
-    # An unreadable loader cannot run anything; assume a current glibc for the listing.
-    return (int(match.group(1)), int(match.group(2))) if match else (2, 36)
+    return (int(match.group(1)), int(match.group(2))) if match else None
 
 
 def _system_dirs(data: bytes) -> tuple[str, ...]:

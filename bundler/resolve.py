@@ -239,6 +239,7 @@ class Resolver:
                     hwcaps_priority=loader.cache_hwcaps,
                     hwcap=loader.cache_hwcap,
                     platform=loader.cache_platform,
+                    glibc=loader.version,
                 )
                 if loader.cache is not None
                 else None

@@ -6,6 +6,9 @@ into ``<repo>/.cache/debootstrap-bookworm`` (in a temporary folder beside it, re
 when complete, so an interrupted build never leaves a half tree) and reused by later runs. A
 stamp file beside it records what it was built from; a different package list rebuilds it.
 
+``release_root(suite)``: the same for bullseye (glibc 2.31) and trixie (2.41), amd64, a few
+packages only (``.cache/debootstrap-bullseye``, ``-trixie``), for the loader's rules by release.
+
 ``debootstrap_arm64_root``: the same for arm64 (``.cache/debootstrap-bookworm-arm64``, fewer
 packages), made with ``debootstrap --foreign`` and its second stage run in the tree under
 qemu-user-static; ``qemu_aarch64`` registers the emulator in binfmt_misc (``.ci/binfmt``) or
@@ -177,6 +180,13 @@ AMD64_TREE = TreeSpec("amd64", DEBOOTSTRAP_INCLUDE)
 ARM64_TREE = TreeSpec(
     "arm64", ("redis-server", "redis-tools", "python3", "curl", "nginx"), foreign=True
 )
+# The glibc releases around bookworm's 2.36, for the loader's rules by release: bullseye's
+# 2.31 (no glibc-hwcaps yet, ld-2.31.so) and trixie's 2.41 (no legacy hwcap folders). A few
+# packages only, enough ELF files for the corpus comparison; each tree builds in about a minute.
+OTHER_RELEASE_INCLUDE = ("curl", "python3", "openssl")
+BULLSEYE_TREE = TreeSpec("amd64", OTHER_RELEASE_INCLUDE, suite="bullseye")
+TRIXIE_TREE = TreeSpec("amd64", OTHER_RELEASE_INCLUDE, suite="trixie")
+RELEASE_TREES = {"bookworm": AMD64_TREE, "bullseye": BULLSEYE_TREE, "trixie": TRIXIE_TREE}
 QEMU_BINFMT = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
 
 
@@ -321,6 +331,19 @@ def debootstrap_root() -> Iterator[Path]:
     yield root
 
 
+def release_root(suite: str) -> Path:
+    """The cached amd64 tree of a suite of RELEASE_TREES, built first if needed. Read-only,
+    like ``debootstrap_root``. Skips loudly when it cannot be built (no mirror serves the
+    suite, no debootstrap, not root); SCRATCHPACK_REQUIRE_RELEASES=1 fails instead."""
+    try:
+        return build_debootstrap_root(RELEASE_TREES[suite])
+    except RuntimeError as exc:
+        why = f"SKIPPED, no debootstrapped {suite} tree from {debian_mirror()}: {exc}"
+        if os.environ.get("SCRATCHPACK_REQUIRE_RELEASES") == "1":
+            pytest.fail(why, pytrace=False)
+        pytest.skip(why)
+
+
 @pytest.fixture(scope="session")
 def qemu_aarch64() -> None:
     """arm64 programs run here (qemu-user-static through binfmt_misc, registered if needed).
@@ -353,5 +376,7 @@ if __name__ == "__main__":
     import sys
 
     t0 = time.monotonic()
-    chosen = ARM64_TREE if sys.argv[1:] == ["arm64"] else AMD64_TREE
+    # `python tests/conftest.py bullseye` (or trixie): another suite's amd64 tree.
+    arg = sys.argv[1] if sys.argv[1:] else "bookworm"
+    chosen = ARM64_TREE if arg == "arm64" else RELEASE_TREES[arg]
     print(build_debootstrap_root(chosen), f"{time.monotonic() - t0:.1f} s")

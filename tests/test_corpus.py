@@ -3,6 +3,7 @@
 (a) this machine: every ELF regular file under /usr/bin, /usr/sbin, /usr/lib/x86_64-linux-gnu and
     /usr/libexec, in one scratchpack call, each traced by ldd;
 (b) a debootstrapped bookworm tree: the same folders with ``--root``, traced by ``chroot ROOT ldd``;
+    and the same for bullseye (glibc 2.31) and trixie (2.41) trees;
 (c) a copy of that tree whose only route to a library is ld.so.cache (its conf file removed after
     ldconfig ran).
 Paths are compared by real path; under a root, symbolic links are resolved chroot-style here (not
@@ -25,6 +26,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lddcompare as lc
+from conftest import release_root
 
 CORPUS_DIRS = ("/usr/bin", "/usr/sbin", "/usr/lib/x86_64-linux-gnu", "/usr/libexec")
 CHROOT_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
@@ -212,6 +214,22 @@ def test_debootstrap_corpus(debootstrap_root: Path) -> None:
     binaries, _missing = lc.parse_json(proc.stdout)
     traces = chroot_ldd_many(root, files)
     assert_agreement("debootstrap", files, binaries, traces, chroot_realpath(root))
+
+
+@pytest.mark.ldd
+@pytest.mark.slow
+@pytest.mark.debootstrap
+@pytest.mark.parametrize("suite", ["bullseye", "trixie"])
+def test_release_corpus(suite: str) -> None:
+    """The same on the trees of the glibc releases around bookworm's: 2.31 and 2.41."""
+    _need_chroot()
+    root = str(release_root(suite))
+    files = elf_files(root)
+    assert len(files) > 300, files
+    proc = lc.run_scratchpack(files, extra=["--root", root])
+    binaries, _missing = lc.parse_json(proc.stdout)
+    traces = chroot_ldd_many(root, files, chunks=2)
+    assert_agreement(suite, files, binaries, traces, chroot_realpath(root))
 
 
 @pytest.mark.ldd

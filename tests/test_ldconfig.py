@@ -750,3 +750,44 @@ def test_conf_directories_match_ldconfig_verbose(tmp_path: Path) -> None:
     conf = read_ld_so_conf(FsRoot(str(tmp_path)))
     assert conf.directories == ("/b", "/a", "/c")
     assert scanned[: len(conf.directories)] == list(conf.directories)
+
+
+def test_lookup_follows_the_loaders_release() -> None:
+    """elf/dl-cache.c search_cache: up to 2.32 no glibc-hwcaps entries (bit 62 is excluded like
+    any unknown bit); 2.33-2.36 legacy entries of the CPU's bits, TLS and the platform; from
+    2.37 no entry with any bit set."""
+    ext = DL_CACHE_HWCAP_EXTENSION
+    data = new_cache(
+        [
+            (X86_64, "libr.so.1", "/r/glibc-hwcaps/x86-64-v2/libr.so.1", ext | 0),
+            (X86_64, "libr.so.1", "/r/tls/libr.so.1", 1 << 63),
+            (X86_64, "libr.so.1", "/r/haswell/libr.so.1", 1 << 50),
+            (X86_64, "libr.so.1", "/r/x86_64/libr.so.1", HWCAP_X86_64),
+            (X86_64, "libr.so.1", "/r/libr.so.1", 0),
+        ],
+        hwcaps=["x86-64-v2"],
+    )
+    cache = parse_ld_cache(data, origin="c")
+
+    def look(
+        glibc: tuple[int, int], levels: tuple[str, ...] = ("x86-64-v2",), **kw: object
+    ) -> str | None:
+        return cache.lookup(
+            "libr.so.1", arch_flags=X86_64, hwcaps_priority=levels, glibc=glibc, **kw
+        )  # type: ignore[arg-type]
+
+    assert look((2, 31)) == "/r/tls/libr.so.1"
+    assert look((2, 31), levels=()) == "/r/tls/libr.so.1"
+    assert look((2, 36)) == "/r/glibc-hwcaps/x86-64-v2/libr.so.1"
+    assert look((2, 36), levels=()) == "/r/tls/libr.so.1"
+    assert look((2, 41), levels=()) == "/r/libr.so.1"
+    assert look((2, 41), levels=(), platform="haswell", hwcap=HWCAP_X86_64) == "/r/libr.so.1"
+    assert look((2, 41)) == "/r/glibc-hwcaps/x86-64-v2/libr.so.1"
+
+
+def test_before_2_33_an_exact_id_replaces_a_generic_entry() -> None:
+    # ELF (1) before libc6 (3): 2.36 stops at the second plain entry, 2.31 lets the exact id win.
+    data = new_cache([(FLAG_ELF, "liba.so.1", "/elf", 0), (3, "liba.so.1", "/libc6", 0)])
+    cache = parse_ld_cache(data, origin="c")
+    assert cache.lookup("liba.so.1", arch_flags=3, hwcaps_priority=(), glibc=(2, 36)) == "/elf"
+    assert cache.lookup("liba.so.1", arch_flags=3, hwcaps_priority=(), glibc=(2, 31)) == "/libc6"

@@ -8,6 +8,7 @@ import pytest
 
 from bundler import hwcaps
 from bundler.errors import BadElf, ProgramNotFound, UsageError
+from bundler.loader import DEFAULT_GLIBC, LoaderFactory, SearchSettings
 from bundler.programs import locate, parse_script
 from bundler.resolve import _musl_reserved, expand_tokens
 from bundler.rootfs import FsRoot
@@ -88,6 +89,30 @@ def test_platform_by_glibc_era() -> None:
     assert hwcaps.at_platform(62, 64, (2, 25), intel) == "x86_64"
     assert hwcaps.at_platform(62, 64, (2, 36), intel | {"avx512er", "avx512pf"}) == "xeon_phi"
     assert hwcaps.at_platform(3, 32, (2, 36), V4_CPU) == "i686"
+
+
+def test_intel_rules_by_release() -> None:
+    """sysdeps/x86/cpu-features.c sets the platform and HWCAP_X86_AVX512_1 on Intel only, from
+    2.26 to 2.41; the legacy folders (and so avx512_1) end with 2.36, $PLATFORM stays."""
+    intel = V4_CPU | {hwcaps.INTEL}
+    for glibc in ((2, 26), (2, 31), (2, 36)):
+        assert hwcaps.legacy_names(62, 64, glibc, intel) == ["tls", "haswell", "avx512_1", "x86_64"]
+        assert hwcaps.legacy_names(62, 64, glibc, V4_CPU) == ["tls", "x86_64", "x86_64"]
+    assert hwcaps.legacy_hwcap_mask(62, 64, (2, 36), intel) == 0b110
+    assert hwcaps.legacy_names(62, 64, (2, 41), intel) == []
+    assert hwcaps.legacy_hwcap_mask(62, 64, (2, 41), intel) == 0
+    assert hwcaps.at_platform(62, 64, (2, 41), intel) == "haswell"
+    # AVX512CD usable needs AVX512F usable: without it, neither avx512_1 nor xeon_phi.
+    no_f = intel - {"avx512f"}
+    assert hwcaps.legacy_names(62, 64, (2, 36), no_f) == ["tls", "haswell", "x86_64"]
+    phi = intel | {"avx512er", "avx512pf"}
+    assert hwcaps.at_platform(62, 64, (2, 36), phi - {"avx512f"}) == "haswell"
+    # Xeon Phi: its platform, and no avx512_1 (AVX512ER).
+    assert hwcaps.legacy_names(62, 64, (2, 36), phi) == ["tls", "xeon_phi", "x86_64"]
+    # The vendor is stated as /proc/cpuinfo's vendor_id spells it, or as "intel".
+    assert hwcaps.INTEL in hwcaps.parse_cpu_features_option("Intel,avx2")
+    assert hwcaps.INTEL in hwcaps.parse_cpu_features_option("GenuineIntel,avx2")
+    assert hwcaps.INTEL not in hwcaps.parse_cpu_features_option("authenticamd,avx2")
 
 
 def test_legacy_names_per_architecture() -> None:
@@ -218,3 +243,25 @@ def test_levels_agree_with_this_machines_loader() -> None:
     )
     cpu = hwcaps.cpu_flags_from_cpuinfo(Path("/proc/cpuinfo").read_text())
     assert hwcaps.supported_subdirs(62, cpu) == searched
+
+
+def test_glibc_release_sources_in_order(tmp_path: Path) -> None:
+    """The loader's text, then the file PT_INTERP leads to (ld-2.N.so), then libc.so.6's text,
+    then 2.36 (loader.LoaderFactory.glibc_release)."""
+    libdir = tmp_path / "lib/x86_64-linux-gnu"
+    libdir.mkdir(parents=True)
+    (tmp_path / "lib64").mkdir()
+    (libdir / "ld-2.30.so").write_bytes(b"\x7fELF no text here")
+    (tmp_path / "lib64/ld-linux-x86-64.so.2").symlink_to("/lib/x86_64-linux-gnu/ld-2.30.so")
+    (libdir / "ld-linux-x86-64.so.2").write_bytes(b"\x7fELF no text here")
+    (libdir / "libc.so.6").write_bytes(b"GNU C Library (x) stable release version 2.29.\n")
+    factory = LoaderFactory(FsRoot(str(tmp_path)), SearchSettings())
+    dirs = ("/lib/x86_64-linux-gnu",)
+    release = factory.glibc_release
+    text = b"ld.so (x) stable release version 2.41."
+    assert release("/lib64/ld-linux-x86-64.so.2", text, dirs) == ((2, 41), "the loader's text")
+    name = ((2, 30), "the loader's file name")
+    assert release("/lib64/ld-linux-x86-64.so.2", b"", dirs) == name
+    libc = ((2, 29), "/lib/x86_64-linux-gnu/libc.so.6's text")
+    assert release("/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", b"", dirs) == libc
+    assert release("/nonexistent", b"", ("/usr/lib",))[0] == DEFAULT_GLIBC
