@@ -25,7 +25,7 @@ from bundler.image.spec import DEFAULT_MAX_LAYERS
 from bundler.interpreters import warn_interpreters
 from bundler.inventory import Binary, collect
 from bundler.output import OutputDir
-from bundler.packages.contents import build_contents
+from bundler.packages.contents import Contents, build_contents
 from bundler.packages.dpkg import Database, open_database
 from bundler.packages.metadata import (
     metadata_paths,
@@ -378,11 +378,16 @@ def write_outputs(
     outputs: dict[str, Path] = {}
     distroless_paths: list[str] = []
     name = options.tag or posixpath.basename(plan.programs[0])
-    sboms = _sboms(plan, resolver.root, name, options.epoch) if options.package_metadata else {}
+    # Who owns each packed file: asked once, for the SBOMs and for the size report.
+    database = open_database(resolver.root)
+    owners = packed_owners(plan, database) if database is not None else {}
+    sboms = {}
+    if options.package_metadata:
+        sboms = _sboms(build_contents(plan, database, owners, name, options.epoch))
     image = None
     if options.layered:
         image = _write_image(plan, binaries, options, resolver, config, name, sboms, registry)
-    sizes = tuple(size_report(plan, resolver.root))
+    sizes = tuple(sizes_by_package(plan, owners)) if database is not None else ()
     if options.output is None:
         return Packed(plan, binaries, outputs, distroless_paths, image, sizes)
     with OutputDir(options.output).locked() as out, out.transaction() as txn:
@@ -418,13 +423,10 @@ def size_report(plan: Plan, root: FsRoot) -> list[tuple[str | None, int, int]]:
     return sizes_by_package(plan, packed_owners(plan, database))
 
 
-def _sboms(plan: Plan, root: FsRoot, name: str, epoch: int) -> dict[str, bytes]:
+def _sboms(contents: Contents) -> dict[str, bytes]:
     """The SPDX and CycloneDX documents of the image: its packages and every file."""
     from bundler.packages.sbom import cyclonedx_document, document_bytes, spdx_document
 
-    database = open_database(root)
-    owners = packed_owners(plan, database) if database is not None else {}
-    contents = build_contents(plan, database, owners, name, epoch)
     return {
         SPDX_FILE: document_bytes(spdx_document(contents)),
         CYCLONEDX_FILE: document_bytes(cyclonedx_document(contents)),

@@ -108,13 +108,13 @@ def trace_user(root: FsRoot, spec: str) -> UserIds:
     if group:
         gid = _lookup(group, groups, 2, 2, "group")[0]
     user_name = fields[0] if fields else name
-    member_of = tuple(
-        int(f[2])
-        for f in (line.split(":") for line in groups)
-        if len(f) >= 4 and f[2].isdigit() and user_name in f[3].split(",")
-    )
+    member_of = [gid]
+    for line in groups:
+        group_id = line.split(":")[2:3]
+        if group_id and group_id[0].isdigit() and user_name in _members(line):
+            member_of.append(int(group_id[0]))
     home = fields[5] if fields and fields[5].startswith("/") else "/"
-    return UserIds(user_name, uid, gid, tuple(dict.fromkeys((gid, *member_of))), home)
+    return UserIds(user_name, uid, gid, tuple(dict.fromkeys(member_of)), home)
 
 
 def _lines(root: FsRoot, path: str) -> list[str]:
