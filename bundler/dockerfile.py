@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import posixpath
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from bundler import __version__
-from bundler.errors import ScratchpackError, UsageError
+from bundler.errors import UsageError
+from bundler.packages.dpkg import open_database
 from bundler.rootfs import FsRoot
 
 log = logging.getLogger(__name__)
@@ -115,36 +115,14 @@ def render_distroless(
 
 def shipped_by_base(root: FsRoot, variant: str) -> tuple[set[str], set[str]]:
     """(paths, sonames) the distroless variant already has, from the root's dpkg lists."""
+    database = open_database(root)
     paths: set[str] = set()
     sonames: set[str] = set()
     for package in DISTROLESS_PACKAGES[variant]:
-        listed = _dpkg_list(root, package)
-        if listed is None:
+        listed = database.listed(package) if database and package in database.packages else []
+        if not listed:
             sonames.update(DISTROLESS_SONAMES.get(package, ()))
-        else:
-            paths.update(listed)
+        for path in listed:
+            paths.add(path)
+            paths.add(root.resolve(path))
     return paths, sonames
-
-
-def _dpkg_list(root: FsRoot, package: str) -> set[str] | None:
-    info = "/var/lib/dpkg/info"
-    names = [
-        n
-        for n in root.listdir(info)
-        if n == f"{package}.list" or (n.startswith(f"{package}:") and n.endswith(".list"))
-    ]
-    if not names:
-        return None
-    found: set[str] = set()
-    for name in names:
-        try:
-            data = root.read_bytes(posixpath.join(info, name))
-        except (OSError, ScratchpackError) as exc:
-            log.warning("%s/%s: unreadable (%s); taken as empty", info, name, exc)
-            continue
-        text = data.decode("utf-8", "surrogateescape")
-        for line in text.splitlines():
-            if line.startswith("/"):
-                found.add(line)
-                found.add(root.resolve(line))
-    return found
