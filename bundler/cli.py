@@ -16,18 +16,19 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from bundler import __version__, hwcaps
-from bundler.dockerfile import ImageConfig, parse_pairs
-from bundler.engine import build_image, check_tag, connect, verify_image
+from bundler import __version__
 from bundler.errors import ScratchpackError, UsageError
+from bundler.image.dockerfile import ImageConfig, parse_pairs
+from bundler.image.engine import build_image, check_tag, connect, verify_image
 from bundler.image.spec import DEFAULT_MAX_LAYERS
-from bundler.inventory import Binary, collect, file_list, to_json
-from bundler.loader import SearchSettings
-from bundler.plan import Entry, Plan, Planner, PlanOptions
-from bundler.programs import DEFAULT_PATH
-from bundler.resolve import Resolver
-from bundler.rootfs import FsRoot
-from bundler.runtime import GROUPS
+from bundler.loader import hwcaps
+from bundler.loader.closure import Binary, collect, file_list, to_json
+from bundler.loader.ldso import SearchSettings
+from bundler.loader.programs import DEFAULT_PATH
+from bundler.loader.resolve import Resolver
+from bundler.loader.rootfs import FsRoot
+from bundler.runtime.needs import GROUPS
+from bundler.staging.plan import Entry, Plan, Planner, PlanOptions
 
 if TYPE_CHECKING:  # packing's modules are imported when a pack runs: --list starts faster
     from bundler.pack import Packed, PackOptions, RegistryAccess, TraceRun

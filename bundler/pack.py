@@ -17,14 +17,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bundler.dockerfile import ImageConfig, render_distroless, render_scratch, shipped_by_base
 from bundler.errors import ScratchpackError, UsageError
 from bundler.image.build import image_platform, image_spec
+from bundler.image.dockerfile import ImageConfig, render_distroless, render_scratch, shipped_by_base
 from bundler.image.layers import complete_for_sharing
 from bundler.image.spec import DEFAULT_MAX_LAYERS
-from bundler.interpreters import warn_interpreters
-from bundler.inventory import Binary, collect
-from bundler.output import OutputDir
+from bundler.loader.closure import Binary, collect
+from bundler.loader.programs import locate
+from bundler.loader.resolve import Resolver
+from bundler.loader.rootfs import FsRoot
 from bundler.packages.contents import Contents, build_contents
 from bundler.packages.dpkg import Database, open_database
 from bundler.packages.metadata import (
@@ -34,13 +35,12 @@ from bundler.packages.metadata import (
     packed_owners,
     sizes_by_package,
 )
-from bundler.plan import FILE, HARDLINK, SYMLINK, Entry, Plan, Planner, PlanOptions
-from bundler.programs import locate
-from bundler.python_codecs import codec_modules
-from bundler.resolve import Resolver
-from bundler.rootfs import FsRoot
-from bundler.runtime import Runtime, trace_user
-from bundler.stage import build_tree, write_tarball
+from bundler.runtime.interpreters import warn_interpreters
+from bundler.runtime.needs import Runtime, trace_user
+from bundler.runtime.python_codecs import codec_modules
+from bundler.staging.output import OutputDir
+from bundler.staging.plan import FILE, HARDLINK, SYMLINK, Entry, Plan, Planner, PlanOptions
+from bundler.staging.tree import build_tree, write_tarball
 
 if TYPE_CHECKING:
     from bundler.image.registry import CredentialStore, PushResult, TlsSettings
@@ -271,7 +271,7 @@ def _add_traced(
     """--trace and --trace-cmd: run each program once and keep what it opened."""
     if not options.traces:
         return []
-    from bundler.trace import trace_program  # strace is only needed here
+    from bundler.runtime.trace import trace_program  # strace is only needed here
 
     root = resolver.root
     user = trace_user(root, options.trace_user) if options.trace_user else None

@@ -1,8 +1,8 @@
 """Malformed ELF files made from real ones: field offsets, patches, truncation points, mutators.
 
 Shared by tests/test_hostile_elf.py, tests/test_fuzz_elf.py and fuzz/fuzz_elf.py. Offsets are
-the ELF specification's (gABI), written out here rather than taken from bundler.elf, so that a
-mistake there is not repeated here.
+the ELF specification's (gABI), written out here rather than taken from bundler.loader.elf, so
+that a mistake there is not repeated here.
 """
 
 from __future__ import annotations

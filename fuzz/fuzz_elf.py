@@ -1,4 +1,4 @@
-"""Fuzzing harness for the ELF reading layer: bundler.elf.read_elf and peek_header, and the
+"""Fuzzing harness for the ELF reading layer: bundler.loader.elf.read_elf and peek_header, and the
 resolver's handling of a mutated library through the CLI (in-process, a fraction of inputs).
 
 Mutates real ELF files of this machine (byte flips, truncations, interesting values patched
@@ -32,8 +32,8 @@ sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parent / "tests")]
 
 from elfmut import mutate, seed_datas  # noqa: E402
 
-from bundler.elf import peek_header, read_elf  # noqa: E402
 from bundler.errors import BadElf  # noqa: E402
+from bundler.loader.elf import peek_header, read_elf  # noqa: E402
 
 CRASHES = HERE / "crashes"
 

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from bundler.rootfs import FsRoot
+from bundler.loader.rootfs import FsRoot
 
 LOADER = "/lib64/ld-linux-x86-64.so.2"
 MULTIARCH = "usr/lib/x86_64-linux-gnu"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bundler.elf import DF_1_NODEFLIB, read_elf
 from bundler.errors import BadElf
+from bundler.loader.elf import DF_1_NODEFLIB, read_elf
 
 SAMPLES = ["/usr/bin/python3", "/usr/bin/ls", "/lib/x86_64-linux-gnu/libc.so.6", "/bin/bash"]
 

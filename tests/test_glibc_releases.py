@@ -34,10 +34,10 @@ import lddcompare as lc
 import test_corpus as corpus
 from conftest import release_root
 
-from bundler.elf import read_elf
-from bundler.ldconfig import parse_ld_cache
-from bundler.loader import LoaderFactory, SearchSettings
-from bundler.rootfs import FsRoot
+from bundler.loader.elf import read_elf
+from bundler.loader.ldconfig import parse_ld_cache
+from bundler.loader.ldso import LoaderFactory, SearchSettings
+from bundler.loader.rootfs import FsRoot
 
 pytestmark = [pytest.mark.debootstrap, pytest.mark.ldd]
 

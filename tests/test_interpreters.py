@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from fakeroot import host_has_glibc_x86_64, make_root, run
 
-from bundler.interpreters import interpreters_without_modules
-from bundler.inventory import Binary
-from bundler.plan import Plan
-from bundler.rootfs import FsRoot
+from bundler.loader.closure import Binary
+from bundler.loader.rootfs import FsRoot
+from bundler.runtime.interpreters import interpreters_without_modules
+from bundler.staging.plan import Plan
 
 pytestmark = pytest.mark.skipif(not host_has_glibc_x86_64(), reason="needs an x86-64 glibc host")
 

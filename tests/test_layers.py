@@ -11,11 +11,11 @@ from pathlib import Path
 from fakeroot import DEBIAN_STATUS, LOADER, MULTIARCH, make_debian_root
 
 from bundler.image.layers import TOP, complete_for_sharing, plan_layers
-from bundler.inventory import Binary
+from bundler.loader.closure import Binary
+from bundler.loader.resolve import Library
+from bundler.loader.rootfs import FsRoot
 from bundler.packages.dpkg import open_database, parse_stanzas
-from bundler.plan import DIR, Planner, PlanOptions
-from bundler.resolve import Library
-from bundler.rootfs import FsRoot
+from bundler.staging.plan import DIR, Planner, PlanOptions
 
 
 def _binary(path: str, libraries: list[str]) -> Binary:

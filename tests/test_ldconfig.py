@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bundler.errors import BadLoaderConfig
-from bundler.ldconfig import (
+from bundler.loader.ldconfig import (
     DL_CACHE_HWCAP_EXTENSION,
     EM_386,
     EM_AARCH64,
@@ -35,7 +35,7 @@ from bundler.ldconfig import (
     read_ld_cache,
     read_ld_so_conf,
 )
-from bundler.rootfs import FsRoot
+from bundler.loader.rootfs import FsRoot
 
 LDCONFIG = shutil.which("ldconfig") or shutil.which("ldconfig", path="/sbin:/usr/sbin")
 needs_ldconfig = pytest.mark.skipif(LDCONFIG is None, reason="ldconfig is not installed")

@@ -31,13 +31,24 @@ import pytest
 # The Docker tests' kit (what it makes is removed at the end), as the other modules share it.
 from test_docker import kit  # noqa: F401
 
-from bundler.dockerfile import ImageConfig
 from bundler.errors import ScratchpackError, UsageError
 from bundler.image import oci
 from bundler.image.archive import docker_reference, full_name, write_docker_archive
+from bundler.image.dockerfile import ImageConfig
 from bundler.image.oci import LayoutError, read_image, read_index, write_oci_layout
 from bundler.image.spec import ImageSpec, LayerSpec, Platform
-from bundler.plan import DIR, EXTRA, FILE, HARDLINK, LIBRARY, LINK, PARENT, PROGRAM, SYMLINK, Entry
+from bundler.staging.plan import (
+    DIR,
+    EXTRA,
+    FILE,
+    HARDLINK,
+    LIBRARY,
+    LINK,
+    PARENT,
+    PROGRAM,
+    SYMLINK,
+    Entry,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 SRC = REPO / "testdata" / "src"
@@ -399,10 +410,10 @@ def test_concurrent_writers_leave_every_name(tmp_path: Path) -> None:
 BIG_WRITER = """
 import sys
 from pathlib import Path
-from bundler.dockerfile import ImageConfig
+from bundler.image.dockerfile import ImageConfig
 from bundler.image.oci import write_oci_layout
 from bundler.image.spec import ImageSpec, LayerSpec, Platform
-from bundler.plan import Entry
+from bundler.staging.plan import Entry
 
 layout, sources, name, marker = sys.argv[1:5]
 big = []

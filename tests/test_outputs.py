@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from bundler.output import LOCK_NAME, TEMP_PREFIX
+from bundler.staging.output import LOCK_NAME, TEMP_PREFIX
 
 pytestmark = pytest.mark.skipif(shutil.which("true") is None, reason="needs true")
 
@@ -387,7 +387,7 @@ def test_a_signal_while_a_dead_runs_temporaries_are_removed_waits_for_the_remova
     """A run killed with SIGKILL leaves temporaries; the next run removes them first. A Ctrl-C
     in the middle of that must not leave half of them (no later interrupted run finishes the
     job): the signal waits until they are gone, then ends the run."""
-    from bundler import output
+    from bundler.staging import output
 
     out = tmp_path / "out"
     out.mkdir()

@@ -35,9 +35,9 @@ from test_oci import (
     static_hello,  # noqa: F401
 )
 
-from bundler.dockerfile import ImageConfig
 from bundler.errors import ScratchpackError, UsageError
 from bundler.image import oci
+from bundler.image.dockerfile import ImageConfig
 from bundler.image.oci import write_oci_layout
 from bundler.image.referrers import SPDX_JSON, attach_artifact
 from bundler.image.registry import (
@@ -51,7 +51,7 @@ from bundler.image.registry import (
 )
 from bundler.image.spec import ImageSpec, LayerSpec, Platform
 from bundler.image.transport import Credentials
-from bundler.plan import EXTRA, FILE, LINK, PROGRAM, SYMLINK, Entry
+from bundler.staging.plan import EXTRA, FILE, LINK, PROGRAM, SYMLINK, Entry
 
 USERS = {"alice": "s3cret-pw"}
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bundler.errors import UsageError
-from bundler.rootfs import FsRoot, SymlinkLoop
+from bundler.loader.rootfs import FsRoot, SymlinkLoop
 
 
 @pytest.fixture

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from bundler import hwcaps
 from bundler.errors import BadElf, ProgramNotFound, UsageError
-from bundler.loader import DEFAULT_GLIBC, LoaderFactory, SearchSettings
-from bundler.programs import locate, parse_script
-from bundler.resolve import _musl_reserved, expand_tokens
-from bundler.rootfs import FsRoot
+from bundler.loader import hwcaps
+from bundler.loader.ldso import DEFAULT_GLIBC, LoaderFactory, SearchSettings
+from bundler.loader.programs import locate, parse_script
+from bundler.loader.resolve import _musl_reserved, expand_tokens
+from bundler.loader.rootfs import FsRoot
 
 V4_CPU = frozenset(
     "cx16 lahf_lm popcnt pni sse4_1 sse4_2 ssse3 avx avx2 bmi1 bmi2 f16c fma abm movbe xsave "

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from fakeroot import host_has_glibc_x86_64, make_root, run
 
-from bundler.elf import read_elf
 from bundler.errors import UsageError
-from bundler.rootfs import FsRoot
-from bundler.runtime import Runtime, nss_services
+from bundler.loader.elf import read_elf
+from bundler.loader.rootfs import FsRoot
+from bundler.runtime.needs import Runtime, nss_services
 
 NOTE_SOURCE = r"""
 #include <stdint.h>
@@ -209,7 +209,7 @@ def test_pack_with_trace_brings_the_stdlib(tmp_path: Path) -> None:
 
 
 def test_dlopen_note_single_object_form() -> None:
-    from bundler.elf import _parse_dlopen
+    from bundler.loader.elf import _parse_dlopen
 
     (dep,) = _parse_dlopen("/x", b'{"feature":"f","priority":"suggested","soname":["libq.so.2"]}\0')
     assert (dep.feature, dep.priority, dep.sonames) == ("f", "suggested", ("libq.so.2",))

@@ -19,8 +19,8 @@ import pytest
 from fakeroot import host_has_glibc_x86_64, make_root
 
 from bundler.errors import ProgramNotFound, UsageError
-from bundler.rootfs import FsRoot
-from bundler.trace import (
+from bundler.loader.rootfs import FsRoot
+from bundler.runtime.trace import (
     TraceFailed,
     TraceNotStarted,
     TracerMissing,

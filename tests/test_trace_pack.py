@@ -17,8 +17,8 @@ import pytest
 from fakeroot import host_has_glibc_x86_64, make_root, run
 
 from bundler.errors import UsageError
-from bundler.rootfs import FsRoot
-from bundler.runtime import trace_user
+from bundler.loader.rootfs import FsRoot
+from bundler.runtime.needs import trace_user
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace"),

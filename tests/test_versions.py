@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from fakeroot import host_has_glibc_x86_64, run
 
-from bundler.elf import read_elf
+from bundler.loader.elf import read_elf
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc"),

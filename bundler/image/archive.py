@@ -42,7 +42,7 @@ from bundler.image.oci import (
     write_layer,
 )
 from bundler.image.spec import ImageSpec, LayerSpec
-from bundler.stage import Progress
+from bundler.staging.tree import Progress
 
 log = logging.getLogger(__name__)
 

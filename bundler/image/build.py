@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from bundler.dockerfile import ImageConfig
 from bundler.errors import UsageError
+from bundler.image.dockerfile import ImageConfig
 from bundler.image.layers import plan_layers
 from bundler.image.spec import ImageSpec, Platform, platform_of
-from bundler.inventory import Binary
+from bundler.loader.closure import Binary
+from bundler.loader.resolve import Resolver
 from bundler.packages.dpkg import open_database
-from bundler.plan import Plan
-from bundler.resolve import Resolver
+from bundler.staging.plan import Plan
 
 log = logging.getLogger(__name__)
 

@@ -29,10 +29,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from bundler.image.spec import DEFAULT_MAX_LAYERS, LayerSpec
-from bundler.inventory import Binary
+from bundler.loader.closure import Binary
 from bundler.packages.dpkg import Database
 from bundler.packages.metadata import STATUS_D
-from bundler.plan import DIR, HARDLINK, LIBRARY, LINK, SYMLINK, Entry, Plan, Planner
+from bundler.staging.plan import DIR, HARDLINK, LIBRARY, LINK, SYMLINK, Entry, Plan, Planner
 
 log = logging.getLogger(__name__)
 

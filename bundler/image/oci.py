@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple, cast
 
-from bundler.dockerfile import ImageConfig
 from bundler.errors import ScratchpackError, UsageError
+from bundler.image.dockerfile import ImageConfig
 from bundler.image.spec import ImageSpec, LayerSpec, Platform
-from bundler.stage import Progress, write_tar
+from bundler.staging.tree import Progress, write_tar
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ BLOBS = Path("blobs", "sha256")
 # much less time on big layers.
 GZIP_LEVEL = 6
 CHUNK = 1 << 20
-# Our own names in a layout folder: distinct from the output folder's (bundler.output), so a
+# Our own names in a layout folder: distinct from the output folder's (bundler.staging.output), so a
 # layout inside an output folder never waits for, nor removes, what a pack run holds.
 LOCK_NAME = ".scratchpack-oci.lock"
 TEMP_PREFIX = ".scratchpack-oci-tmp-"

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bundler.dockerfile import ImageConfig
 from bundler.errors import UsageError
-from bundler.plan import Entry
+from bundler.image.dockerfile import ImageConfig
+from bundler.staging.plan import Entry
 
 # ELF e_machine -> (GOARCH-style architecture, variant), as OCI platforms name them.
 EM_386, EM_ARM, EM_PPC64, EM_S390, EM_X86_64, EM_AARCH64, EM_RISCV = 3, 40, 21, 22, 62, 183, 243

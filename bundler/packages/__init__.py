@@ -1,1 +1,8 @@
-"""Package metadata of the root: which package owns each packed file (dpkg)."""
+"""Package metadata: which package owns each packed file, and what scanners read of it.
+
+- ``dpkg``: the root's dpkg database (owners, diversions, stanzas);
+- ``contents``: the packed files by owning package, with versions and licences;
+- ``licences``: machine-readable copyright files as SPDX terms;
+- ``metadata``: ``status.d``, ``md5sums`` and copyright files for the image;
+- ``sbom``: SPDX 2.3 and CycloneDX 1.6 documents.
+"""

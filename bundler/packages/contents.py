@@ -9,10 +9,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from bundler.loader.rootfs import FsRoot
 from bundler.packages.dpkg import Database, Package
 from bundler.packages.licences import copyright_licences
-from bundler.plan import FILE, HARDLINK, Entry, Plan
-from bundler.rootfs import FsRoot
+from bundler.staging.plan import FILE, HARDLINK, Entry, Plan
 
 
 @dataclass(frozen=True)

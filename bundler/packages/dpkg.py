@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from functools import cache, cached_property
 
 from bundler.errors import ScratchpackError
-from bundler.rootfs import FsRoot, SymlinkLoop
+from bundler.loader.rootfs import FsRoot, SymlinkLoop
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from bundler.errors import ScratchpackError
 from bundler.packages.dpkg import DPKG, INFO, Database, Package
-from bundler.plan import DIR, FILE, HARDLINK, SYMLINK, Entry, Plan
+from bundler.staging.plan import DIR, FILE, HARDLINK, SYMLINK, Entry, Plan
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from bundler.inventory import Binary
-from bundler.plan import Plan
-from bundler.rootfs import FsRoot, SymlinkLoop
+from bundler.loader.closure import Binary
+from bundler.loader.rootfs import FsRoot, SymlinkLoop
+from bundler.staging.plan import Plan
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from bundler.errors import IncompleteClosure, ScratchpackError, UsageError
-from bundler.inventory import Binary
-from bundler.rootfs import MAX_SYMLINKS, FsRoot, SymlinkLoop
+from bundler.loader.closure import Binary
+from bundler.loader.rootfs import MAX_SYMLINKS, FsRoot, SymlinkLoop
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 from bundler import __version__
 from bundler.errors import UsageError
+from bundler.loader.rootfs import FsRoot
 from bundler.packages.dpkg import open_database
-from bundler.rootfs import FsRoot
 
 log = logging.getLogger(__name__)
 

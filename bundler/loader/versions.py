@@ -12,9 +12,9 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bundler.elf import VersionNeed
 from bundler.errors import BadElf
-from bundler.resolve import Library, Resolver
+from bundler.loader.elf import VersionNeed
+from bundler.loader.resolve import Library, Resolver
 
 log = logging.getLogger(__name__)
 

@@ -21,11 +21,11 @@ import re
 from dataclasses import dataclass, field, replace
 from functools import cache, cached_property
 
-from bundler import hwcaps
-from bundler.elf import ElfIdent, ElfInfo, read_elf
 from bundler.errors import ScratchpackError
-from bundler.ldconfig import X86_PLATFORMS, LdCache, cache_arch_flags, read_ld_cache
-from bundler.rootfs import FsRoot
+from bundler.loader import hwcaps
+from bundler.loader.elf import ElfIdent, ElfInfo, read_elf
+from bundler.loader.ldconfig import X86_PLATFORMS, LdCache, cache_arch_flags, read_ld_cache
+from bundler.loader.rootfs import FsRoot
 
 log = logging.getLogger(__name__)
 

@@ -13,11 +13,11 @@ import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from bundler.elf import ET_DYN, ET_EXEC, ElfInfo, RawHeader, is_elf, peek_header, read_elf
 from bundler.errors import BadElf, ScratchpackError
-from bundler.ldconfig import LdSoConf, read_ld_so_conf
-from bundler.loader import Loader, LoaderFactory, SearchSettings, implied_interpreter
-from bundler.rootfs import FsRoot, SymlinkLoop
+from bundler.loader.elf import ET_DYN, ET_EXEC, ElfInfo, RawHeader, is_elf, peek_header, read_elf
+from bundler.loader.ldconfig import LdSoConf, read_ld_so_conf
+from bundler.loader.ldso import Loader, LoaderFactory, SearchSettings, implied_interpreter
+from bundler.loader.rootfs import FsRoot, SymlinkLoop
 
 log = logging.getLogger(__name__)
 

@@ -45,11 +45,11 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from bundler.elf import is_elf, read_elf
 from bundler.errors import BadElf, ProgramNotFound, ScratchpackError, UsageError
-from bundler.programs import SHEBANG_LIMIT, parse_script
-from bundler.rootfs import FsRoot, SymlinkLoop
-from bundler.runtime import UserIds
+from bundler.loader.elf import is_elf, read_elf
+from bundler.loader.programs import SHEBANG_LIMIT, parse_script
+from bundler.loader.rootfs import FsRoot, SymlinkLoop
+from bundler.runtime.needs import UserIds
 
 log = logging.getLogger(__name__)
 

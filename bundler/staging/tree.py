@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO, cast
 
-from bundler.plan import DIR, FILE, HARDLINK, SYMLINK, Entry
+from bundler.staging.plan import DIR, FILE, HARDLINK, SYMLINK, Entry
 
 log = logging.getLogger(__name__)
 

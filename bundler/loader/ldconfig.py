@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from bundler.errors import BadLoaderConfig
-from bundler.rootfs import FsRoot, SymlinkLoop
+from bundler.loader.rootfs import FsRoot, SymlinkLoop
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ import posixpath
 import stat
 from dataclasses import dataclass
 
-from bundler.elf import is_elf
 from bundler.errors import BadElf, ProgramNotFound, UsageError
-from bundler.rootfs import FsRoot, SymlinkLoop
+from bundler.loader.elf import is_elf
+from bundler.loader.rootfs import FsRoot, SymlinkLoop
 
 log = logging.getLogger(__name__)
 

@@ -13,11 +13,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bundler.elf import ElfInfo, read_elf
 from bundler.errors import BadElf, ScratchpackError
-from bundler.programs import Script, classify, locate, script_programs
-from bundler.resolve import Library, Resolver
-from bundler.versions import VersionMiss, version_misses
+from bundler.loader.elf import ElfInfo, read_elf
+from bundler.loader.programs import Script, classify, locate, script_programs
+from bundler.loader.resolve import Library, Resolver
+from bundler.loader.versions import VersionMiss, version_misses
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import logging
 import posixpath
 from collections.abc import Iterable, Iterator
 
-from bundler.rootfs import FsRoot
+from bundler.loader.rootfs import FsRoot
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from bundler.errors import UsageError
-from bundler.rootfs import FsRoot
+from bundler.loader.rootfs import FsRoot
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,7 @@
+"""The run time: what a program needs once it runs, which no loader search can see.
+
+- ``needs``: ``--with`` groups (NSS, certificates, zoneinfo, gconv ...), ``--user``, ``--mkdir``;
+- ``trace``: trace mode, a real run under strace and every file it touched;
+- ``interpreters``: language runtimes packed without their modules, told in one line;
+- ``python_codecs``: the codecs Python looks up by name at run time.
+"""
