@@ -161,7 +161,7 @@ def make_plan(
     plan.programs.append(entrypoint)
     _check_entrypoint(resolver, entrypoint)
     if not options.traces:
-        warn_interpreters(resolver.root, binaries, plan)
+        warn_interpreters(resolver.root, binaries, plan.entries)
     if _needs_ld_so_cache(binaries) and resolver.root.is_file(LD_SO_CACHE):
         log.info("%s goes in: some libraries are found only through it", LD_SO_CACHE)
         planner.add_path(LD_SO_CACHE, "config")

@@ -46,7 +46,7 @@ def test_each_language_is_found_with_its_own_folders(tmp_path: Path) -> None:
     found = interpreters_without_modules(
         root,
         [_binary(f"/usr/bin/{name}") for name in ("python3", "perl", "node", "tool")],
-        Plan(),
+        Plan().entries,
     )
     by_program = {item.program: item for item in found}
     assert set(by_program) == {"/usr/bin/python3", "/usr/bin/perl", "/usr/bin/node"}

@@ -15,7 +15,6 @@ blob it names is there. Temporaries of dead calls are removed by the next call, 
 from __future__ import annotations
 
 import contextlib
-import datetime
 import errno
 import fcntl
 import gzip
@@ -33,7 +32,7 @@ from typing import Any, BinaryIO, NamedTuple, cast
 from bundler.errors import ScratchpackError, UsageError
 from bundler.image.dockerfile import ImageConfig
 from bundler.image.spec import ImageSpec, LayerSpec, Platform
-from bundler.staging.tree import Progress, write_tar
+from bundler.staging.tree import Progress, rfc3339, write_tar
 
 log = logging.getLogger(__name__)
 
@@ -141,11 +140,6 @@ def write_layer(
         tar = _HashingWriter(gz)
         write_tar(layer.entries, cast(BinaryIO, tar), epoch, progress)
     return LayerBlob(Descriptor(MEDIA_LAYER, blob.digest, blob.size), tar.digest)
-
-
-def rfc3339(epoch: int) -> str:
-    moment = datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def platform_json(platform: Platform) -> dict[str, str]:

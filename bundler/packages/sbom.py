@@ -30,10 +30,10 @@ from typing import Any
 from packageurl import PackageURL
 
 from bundler import __version__
-from bundler.image.oci import rfc3339
 from bundler.packages.contents import Contents, OsRelease, PackedFile, PackedPackage
 from bundler.packages.dpkg import Package
 from bundler.packages.licences import SpdxLicence, spdx_licence
+from bundler.staging.tree import rfc3339
 
 TOOL = f"scratchpack-{__version__}"
 NOASSERTION = "NOASSERTION"

@@ -17,12 +17,11 @@ import os
 import posixpath
 import re
 import stat
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from bundler.loader.closure import Binary
 from bundler.loader.rootfs import FsRoot, SymlinkLoop
-from bundler.staging.plan import Plan
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +76,9 @@ class Unpacked:
 
 
 def interpreters_without_modules(
-    root: FsRoot, binaries: Iterable[Binary], plan: Plan
+    root: FsRoot, binaries: Iterable[Binary], planned: Collection[str]
 ) -> list[Unpacked]:
-    """Each packed interpreter none of whose module folders has a file in the plan."""
+    """Each packed interpreter none of whose module folders has a file among the planned paths."""
     found: list[Unpacked] = []
     seen: set[str] = set()
     for binary in binaries:
@@ -92,14 +91,15 @@ def interpreters_without_modules(
         language, version = match
         sizes = {f: _tree_size(root, f) for f in _module_folders(root, language, version)}
         folders = tuple(folder for folder, size in sizes.items() if size)  # empty site dirs
-        if not folders or any(_planned_below(plan, folder) for folder in folders):
+        if not folders or any(_planned_below(planned, folder) for folder in folders):
             continue
         found.append(Unpacked(binary.path, language.name, folders, sum(sizes.values())))
     return found
 
 
-def warn_interpreters(root: FsRoot, binaries: Iterable[Binary], plan: Plan) -> None:
-    for item in interpreters_without_modules(root, binaries, plan):
+def warn_interpreters(root: FsRoot, binaries: Iterable[Binary], planned: Collection[str]) -> None:
+    """Warn for each interpreter none of whose modules is among ``planned`` (image paths)."""
+    for item in interpreters_without_modules(root, binaries, planned):
         count = len(item.folders)
         where = item.folders[0] if count == 1 else f"{count} folders, -v lists them"
         log.warning(
@@ -153,9 +153,9 @@ def _glob(root: FsRoot, pattern: str) -> list[str]:
     return bases
 
 
-def _planned_below(plan: Plan, folder: str) -> bool:
+def _planned_below(planned: Collection[str], folder: str) -> bool:
     prefix = folder.rstrip("/") + "/"
-    return any(path.startswith(prefix) for path in plan.entries)
+    return any(path.startswith(prefix) for path in planned)
 
 
 def _tree_size(root: FsRoot, folder: str) -> int:

@@ -7,6 +7,7 @@ bytes on any machine and in any output folder.
 
 from __future__ import annotations
 
+import datetime
 import gzip
 import io
 import logging
@@ -26,6 +27,12 @@ Progress = Callable[[Entry], None]
 
 def clamp(mtime: int, epoch: int) -> int:
     return min(mtime, epoch)
+
+
+def rfc3339(epoch: int) -> str:
+    """The epoch as the UTC timestamp image configs and SBOMs carry."""
+    moment = datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def build_tree(entries: Iterable[Entry], top: Path, epoch: int, progress: Progress | None) -> None:
