@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import re
 import shutil
 import struct
@@ -123,6 +124,8 @@ class Builder:
         skip: str | None = None,
         note: str = "",
         oracle: str = "ldd",
+        scratchpack_args: tuple[str, ...] = (),
+        loader_confirms: bool = True,
     ) -> None:
         self.cases.append(
             {
@@ -135,6 +138,9 @@ class Builder:
                 "skip": skip,
                 "note": note,
                 "oracle": oracle,
+                # the CPU stated to scratchpack, for a case this machine's loader cannot run
+                "scratchpack_args": list(scratchpack_args),
+                "loader_confirms": loader_confirms,
             }
         )
 
@@ -171,19 +177,57 @@ def retag_dynamic(path: str, old: int, new: int) -> None:
 
 
 # ----- what this machine's tools and loader can do ------------------------------------------------
+def probe_loader() -> dict[str, Any]:
+    """What this machine's loader searches, as ``ld.so --help`` reports it for this CPU.
+
+    Every expectation that depends on the CPU is built from this, never from one vendor's
+    answer: on AMD (and Intel without AVX2) the platform is ``x86_64``; glibc makes it
+    ``haswell`` on Intel CPUs with AVX2, BMI and FMA (``xeon_phi`` on Xeon Phi), and adds the
+    ``avx512_1`` folder on Intel CPUs with AVX-512.
+    """
+    if not os.path.exists(RTLD):
+        return parse_loader_help("")
+    return parse_loader_help(
+        subprocess.run([RTLD, "--help"], capture_output=True, text=True).stdout
+    )
+
+
+def parse_loader_help(out: str) -> dict[str, Any]:
+    """``probe_loader``'s facts from the text of ``ld.so --help``."""
+    found: dict[str, Any] = {
+        # glibc-hwcaps levels, best first
+        "hwcaps_supported": re.findall(r"^\s+(x86-64-v\d) \(supported, searched\)", out, re.M),
+        "legacy_supported": [],  # legacy folder names searched, in ld.so's order
+        "platform": None,  # the legacy name ld.so marks AT_PLATFORM
+        "legacy_bits": [],  # searched hwcap names other than the platform and tls
+    }
+    legacy = out.partition("Legacy HWCAP subdirectories")[2]
+    for name, notes in re.findall(r"^\s+(\w+)(?: \((.*)\))?$", legacy, re.M):
+        if "supported, searched" not in notes:
+            continue
+        found["legacy_supported"].append(name)
+        if "AT_PLATFORM" in notes:
+            found["platform"] = name
+        elif name != "tls":
+            found["legacy_bits"].append(name)
+    return found
+
+
+def describe_loader(tools: dict[str, Any]) -> str:
+    """One line naming what the machine's loader reported, for test reports."""
+    return (
+        f"ld.so: platform {tools.get('platform') or 'unknown'}; glibc-hwcaps "
+        f"{', '.join(tools.get('hwcaps_supported') or ['none'])}; legacy folders searched "
+        f"{', '.join(tools.get('legacy_supported') or ['none'])}"
+    )
+
+
 def probe_tools() -> dict[str, Any]:
     tools: dict[str, Any] = {"gcc": shutil.which("gcc") is not None}
     tools["musl_gcc"] = shutil.which("musl-gcc") is not None and os.path.exists(MUSL_RTLD)
     tools["m32"] = None
     tools["static"] = False
-    tools["hwcaps_supported"] = []
-    tools["legacy_supported"] = []
-    if os.path.exists(RTLD):
-        out = subprocess.run([RTLD, "--help"], capture_output=True, text=True).stdout
-        tools["hwcaps_supported"] = re.findall(
-            r"^\s+(x86-64-v\d) \(supported, searched\)", out, re.M
-        )
-        tools["legacy_supported"] = re.findall(r"^\s+(\w+) \(.*supported, searched\)", out, re.M)
+    tools.update(probe_loader())
     if not tools["gcc"]:
         return tools
     with tempfile.TemporaryDirectory() as tmp:
@@ -322,7 +366,7 @@ def s_ld_library_path(b: Builder) -> None:
     )
 
 
-def s_dst(b: Builder) -> None:
+def s_dst(b: Builder, tools: dict[str, Any]) -> None:
     d = b.path("origin")
     # $ORIGIN of the program and ${ORIGIN} of a library.
     lp = b.lib(f"{d}/lib/sub/libP.so.1", "libP.so.1", "P")
@@ -382,21 +426,25 @@ def s_dst(b: Builder) -> None:
     )
 
     # $LIB and $PLATFORM (plain and braced): this glibc (Debian) expands $LIB to
-    # lib/x86_64-linux-gnu and $PLATFORM to x86_64.
+    # lib/x86_64-linux-gnu and $PLATFORM to the platform its ld.so reports for this CPU
+    # (x86_64, or haswell on Intel CPUs with AVX2); a folder of the other name is a decoy.
+    platform = tools["platform"] or "x86_64"
+    decoy = "haswell" if platform == "x86_64" else "x86_64"
     d = b.path("lib_platform")
     b.lib(f"{d}/a/lib/x86_64-linux-gnu/libLib1.so.1", "libLib1.so.1", "LIB-debian")
     b.lib(f"{d}/a/lib/libLib1.so.1", "libLib1.so.1", "LIB-plain")
     b.lib(f"{d}/a/lib64/libLib1.so.1", "libLib1.so.1", "LIB-lib64")
     b.lib(f"{d}/b/lib/x86_64-linux-gnu/libLib2.so.1", "libLib2.so.1", "LIB-debian")
-    b.lib(f"{d}/c/x86_64/libPlat1.so.1", "libPlat1.so.1", "PLATFORM")
-    b.lib(f"{d}/e/x86_64/libPlat2.so.1", "libPlat2.so.1", "PLATFORM")
+    b.lib(f"{d}/c/{platform}/libPlat1.so.1", "libPlat1.so.1", "PLATFORM")
+    b.lib(f"{d}/c/{decoy}/libPlat1.so.1", "libPlat1.so.1", "not-PLATFORM")
+    b.lib(f"{d}/e/{platform}/libPlat2.so.1", "libPlat2.so.1", "PLATFORM")
     needs = tuple(
         f"{d}/{p}"
         for p in (
             "a/lib/x86_64-linux-gnu/libLib1.so.1",
             "b/lib/x86_64-linux-gnu/libLib2.so.1",
-            "c/x86_64/libPlat1.so.1",
-            "e/x86_64/libPlat2.so.1",
+            f"c/{platform}/libPlat1.so.1",
+            f"e/{platform}/libPlat2.so.1",
         )
     )
     prog = b.exe(
@@ -410,10 +458,14 @@ def s_dst(b: Builder) -> None:
         libs={
             "libLib1.so.1": f"{d}/a/lib/x86_64-linux-gnu/libLib1.so.1",
             "libLib2.so.1": f"{d}/b/lib/x86_64-linux-gnu/libLib2.so.1",
-            "libPlat1.so.1": f"{d}/c/x86_64/libPlat1.so.1",
-            "libPlat2.so.1": f"{d}/e/x86_64/libPlat2.so.1",
+            "libPlat1.so.1": f"{d}/c/{platform}/libPlat1.so.1",
+            "libPlat2.so.1": f"{d}/e/{platform}/libPlat2.so.1",
         },
-        absent=(f"{d}/a/lib/libLib1.so.1", f"{d}/a/lib64/libLib1.so.1"),
+        absent=(
+            f"{d}/a/lib/libLib1.so.1",
+            f"{d}/a/lib64/libLib1.so.1",
+            f"{d}/c/{decoy}/libPlat1.so.1",
+        ),
     )
 
 
@@ -517,39 +569,92 @@ def s_hwcaps(b: Builder, tools: dict[str, Any]) -> None:
         libs={"libh.so.1": f"{d}/h/glibc-hwcaps/x86-64-v2/libh.so.1"},
     )
 
-    # Legacy hwcaps subdirectories (still searched by glibc 2.36, after glibc-hwcaps):
-    # tls/x86_64/x86_64, tls/x86_64, tls, x86_64/x86_64, x86_64, then the directory.
-    leg = tools["legacy_supported"]
-    if "tls" in leg and "x86_64" in leg:
-        d = b.path("legacy_hwcaps")
-        lt = b.lib(f"{d}/t/libt.so.1", "libt.so.1", "plain")
-        b.lib(f"{d}/t/tls/libt.so.1", "libt.so.1", "tls")
-        lx = b.lib(f"{d}/x/libx.so.1", "libx.so.1", "plain")
-        b.lib(f"{d}/x/x86_64/libx.so.1", "libx.so.1", "x86_64")
-        ly = b.lib(f"{d}/y/liby.so.1", "liby.so.1", "plain")
-        b.lib(f"{d}/y/tls/liby.so.1", "liby.so.1", "tls")
-        b.lib(f"{d}/y/x86_64/liby.so.1", "liby.so.1", "x86_64")
-        b.lib(f"{d}/y/tls/x86_64/liby.so.1", "liby.so.1", "tls/x86_64")
-        lz = b.lib(f"{d}/z/libz9.so.1", "libz9.so.1", "plain")
+    s_legacy_hwcaps(b, tools)
+    s_legacy_hwcaps_intel(b, tools)
+
+
+def s_legacy_hwcaps(b: Builder, tools: dict[str, Any]) -> None:
+    """Legacy hwcap folders (still searched by glibc 2.36, after glibc-hwcaps), named after what
+    this machine's ld.so searches: the platform P and the hwcap names B, in all combinations
+    ``tls/P/B-high/.../B-low`` down to the plain folder (on AMD: tls/x86_64/x86_64, tls/x86_64,
+    tls, x86_64/x86_64, x86_64, then the folder)."""
+    leg, platform, bits = tools["legacy_supported"], tools["platform"], tools["legacy_bits"]
+    if "tls" not in leg or not platform or not bits:
+        b.skipped("legacy_hwcaps", f"ld.so searches no tls, platform and hwcap folders: {leg}")
+        return
+    low = bits[-1]  # the lowest bit is named last
+    d = b.path("legacy_hwcaps")
+    lt = b.lib(f"{d}/t/libt.so.1", "libt.so.1", "plain")
+    b.lib(f"{d}/t/tls/libt.so.1", "libt.so.1", "tls")
+    lx = b.lib(f"{d}/x/libx.so.1", "libx.so.1", "plain")
+    b.lib(f"{d}/x/{platform}/libx.so.1", "libx.so.1", "platform")
+    ly = b.lib(f"{d}/y/liby.so.1", "liby.so.1", "plain")
+    b.lib(f"{d}/y/tls/liby.so.1", "liby.so.1", "tls")
+    b.lib(f"{d}/y/{platform}/liby.so.1", "liby.so.1", "platform")
+    b.lib(f"{d}/y/tls/{platform}/liby.so.1", "liby.so.1", "tls/platform")
+    lw = b.lib(f"{d}/w/libw.so.1", "libw.so.1", "plain")
+    b.lib(f"{d}/w/{platform}/{low}/libw.so.1", "libw.so.1", "platform/bit")
+    b.lib(f"{d}/w/{platform}/libw.so.1", "libw.so.1", "platform")
+    needs = [lt, lx, ly, lw]
+    libs = {
+        "libt.so.1": f"{d}/t/tls/libt.so.1",
+        "libx.so.1": f"{d}/x/{platform}/libx.so.1",
+        "liby.so.1": f"{d}/y/tls/{platform}/liby.so.1",
+        "libw.so.1": f"{d}/w/{platform}/{low}/libw.so.1",
+    }
+    if "x86-64-v2" in tools["hwcaps_supported"]:
+        needs.append(b.lib(f"{d}/z/libz9.so.1", "libz9.so.1", "plain"))
         b.lib(f"{d}/z/tls/libz9.so.1", "libz9.so.1", "tls")
         b.lib(f"{d}/z/glibc-hwcaps/x86-64-v2/libz9.so.1", "libz9.so.1", "x86-64-v2")
-        lw = b.lib(f"{d}/w/libw.so.1", "libw.so.1", "plain")
-        b.lib(f"{d}/w/x86_64/x86_64/libw.so.1", "libw.so.1", "x86_64/x86_64")
-        b.lib(f"{d}/w/x86_64/libw.so.1", "libw.so.1", "x86_64")
-        prog = b.exe(
-            f"{d}/prog", needs=(lt, lx, ly, lz, lw), rpath=f"{d}/t:{d}/x:{d}/y:{d}/z:{d}/w"
-        )
-        b.case(
-            "legacy_hwcaps",
-            prog,
-            libs={
-                "libt.so.1": f"{d}/t/tls/libt.so.1",
-                "libx.so.1": f"{d}/x/x86_64/libx.so.1",
-                "liby.so.1": f"{d}/y/tls/x86_64/liby.so.1",
-                "libz9.so.1": f"{d}/z/glibc-hwcaps/x86-64-v2/libz9.so.1",
-                "libw.so.1": f"{d}/w/x86_64/x86_64/libw.so.1",
-            },
-        )
+        libs["libz9.so.1"] = f"{d}/z/glibc-hwcaps/x86-64-v2/libz9.so.1"
+    rpath = ":".join(f"{d}/{sub}" for sub in "txywz")
+    b.case("legacy_hwcaps", b.exe(f"{d}/prog", needs=tuple(needs), rpath=rpath), libs=libs)
+
+
+# An Intel CPU with AVX2, BMI, FMA and AVX-512 (Skylake-SP and later), as --cpu-features states
+# it: glibc 2.36 gives it the platform haswell and the hwcap folder avx512_1.
+INTEL_AVX512 = (
+    "intel,cx16,lahf_lm,popcnt,pni,sse4_1,sse4_2,ssse3,avx,avx2,bmi1,bmi2,f16c,fma,abm,movbe,"
+    "xsave,avx512f,avx512bw,avx512cd,avx512dq,avx512vl"
+)
+
+
+def s_legacy_hwcaps_intel(b: Builder, tools: dict[str, Any]) -> None:
+    """The Intel-only legacy folders on any CPU: scratchpack is told the CPU (--cpu-features),
+    and where this machine's ld.so searches haswell and avx512_1 itself, it confirms the
+    fixture. The order is glibc 2.36's for [x86_64, avx512_1, haswell, tls]: tls/haswell/
+    avx512_1/x86_64 first ... tls, haswell/avx512_1/x86_64 ... avx512_1, x86_64, the folder."""
+    d = b.path("legacy_hwcaps_intel")
+    names = {
+        # soname: (folders, the one that wins)
+        "libi1.so.1": (("", "haswell", "x86_64"), "haswell"),
+        "libi2.so.1": (("x86_64", "avx512_1", "avx512_1/x86_64"), "avx512_1/x86_64"),
+        "libi3.so.1": (("haswell/x86_64", "haswell/avx512_1"), "haswell/avx512_1"),
+        "libi4.so.1": (("haswell/avx512_1/x86_64", "tls"), "tls"),
+        "libi5.so.1": (
+            ("tls/haswell", "tls/haswell/avx512_1/x86_64"),
+            "tls/haswell/avx512_1/x86_64",
+        ),
+    }
+    needs, libs = [], {}
+    for index, (soname, (folders, winner)) in enumerate(names.items()):
+        top = f"{d}/l{index}"
+        for folder in folders:
+            path = posixpath.join(top, folder, soname)
+            made = b.lib(path, soname, folder or "plain")
+            if folder == winner:
+                needs.append(made)
+                libs[soname] = path
+    rpath = ":".join(f"{d}/l{index}" for index in range(len(names)))
+    confirms = tools["platform"] == "haswell" and "avx512_1" in tools["legacy_bits"]
+    b.case(
+        "legacy_hwcaps_intel",
+        b.exe(f"{d}/prog", needs=tuple(needs), rpath=rpath),
+        libs=libs,
+        scratchpack_args=("--cpu-features", INTEL_AVX512),
+        loader_confirms=confirms,
+        note="" if confirms else describe_loader(tools) + ": checked by scratchpack alone",
+    )
 
 
 def s_wrong_kind(b: Builder, tools: dict[str, Any]) -> None:
@@ -728,18 +833,21 @@ def s_musl(b: Builder, tools: dict[str, Any]) -> None:
     )
 
 
-def build(out: str) -> dict[str, Any]:
+def build(out: str, loader_help: str | None = None) -> dict[str, Any]:
     """Build every scenario into ``out`` (created; must be empty or absent) and return the
-    manifest."""
+    manifest. ``loader_help``, the text of another machine's ``ld.so --help``, builds the
+    CPU-dependent cases as they would be built there."""
     os.makedirs(out, exist_ok=True)
     tools = probe_tools()
+    if loader_help is not None:
+        tools.update(parse_loader_help(loader_help))
     b = Builder(out)
     if not tools["gcc"]:
         b.skipped("all", "gcc is not installed")
         return {"tools": tools, "cases": b.cases, "out": b.out}
     s_rpath_runpath(b)
     s_ld_library_path(b)
-    s_dst(b)
+    s_dst(b, tools)
     s_slash(b)
     s_nodeflib(b)
     s_hwcaps(b, tools)

@@ -380,3 +380,13 @@ if __name__ == "__main__":
     arg = sys.argv[1] if sys.argv[1:] else "bookworm"
     chosen = ARM64_TREE if arg == "arm64" else RELEASE_TREES[arg]
     print(build_debootstrap_root(chosen), f"{time.monotonic() - t0:.1f} s")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say once which CPU the loader tests ran on: their expectations come from it."""
+    loader = terminalreporter.config.stash.get(LOADER_REPORT, None)
+    if loader:
+        terminalreporter.write_line(f"loader tests ran with {loader}")
+
+
+LOADER_REPORT = pytest.StashKey[str]()
