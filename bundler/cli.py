@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from bundler import __version__
-from bundler.errors import ScratchpackError, UsageError
+from bundler.errors import Interrupted, ScratchpackError, UsageError
 from bundler.image.dockerfile import ImageConfig, parse_pairs
 from bundler.image.engine import build_image, check_tag, connect, verify_image
 from bundler.image.spec import DEFAULT_MAX_LAYERS
@@ -617,11 +617,6 @@ def _configure_logging(verbose: int, quiet: bool) -> None:
     log.handlers[:] = [handler]
     log.setLevel(level)
     log.propagate = False
-
-
-class Interrupted(BaseException):
-    """SIGINT or SIGTERM, raised where the program is, so that temporary files are removed on
-    the way out. A BaseException, like KeyboardInterrupt, so no ``except Exception`` eats it."""
 
 
 def _on_signal(_signum: int, _frame: object) -> None:

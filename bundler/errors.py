@@ -37,3 +37,10 @@ class IncompleteClosure(ScratchpackError):
     """The loader would not find every library (the pack refuses it)."""
 
     exit_code = 1
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM, raised where the program is, so that temporary files are removed on
+    the way out. A BaseException, like KeyboardInterrupt, so no ``except Exception`` eats it;
+    not a KeyboardInterrupt, which the interpreter would answer by ending the process by SIGINT
+    once it reached the top."""

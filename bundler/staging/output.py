@@ -150,8 +150,9 @@ class Transaction:
 def _signals_held() -> Iterator[None]:
     """Ctrl-C and SIGTERM wait while outputs are renamed into place or temporaries removed: a
     signal there would leave outputs of two runs side by side, or temporaries behind. They are
-    delivered right after (SIGKILL cannot wait; the next run removes what it leaves)."""
-    held = {signal.SIGINT, signal.SIGTERM}
+    delivered right after (SIGKILL cannot wait; the next run removes what it leaves). SIGALRM
+    too: it carries an interruption raised again (``bundler.__main__``)."""
+    held = {signal.SIGINT, signal.SIGTERM, signal.SIGALRM}
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
     try:
         yield
