@@ -59,7 +59,67 @@ input; 130 interrupted.
 """
 
 
-@click.command(help=HELP, context_settings={"help_option_names": ["-h", "--help"]})
+# --help in sections that follow a user's questions, each option named once. Click lists options
+# in one flat list; a formatter of a dozen lines does this without another dependency in every
+# builder stage (cloup would add one for this alone). test_cli checks every option has a place.
+HELP_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (
+        "What to pack",
+        ("root", "list_only", "extra", "entrypoint", "allow_missing", "keep_setuid"),
+    ),
+    (
+        "Run-time files (what ldd cannot see)",
+        ("with_groups", "tz", "mkdir", "dlopen_level", "no_libgcc_s"),
+    ),
+    ("Tracing a real run", ("trace", "trace_cmd", "trace_user", "trace_ok_exit")),
+    (
+        "The image's configuration",
+        (
+            "user",
+            "cmd",
+            "env",
+            "expose",
+            "workdir",
+            "label",
+            "tag",
+            "max_layers",
+            "no_package_metadata",
+        ),
+    ),
+    (
+        "Outputs",
+        ("output", "oci", "docker_archive", "distroless", "stage", "as_json", "sizes"),
+    ),
+    ("Building and checking with Docker", ("build_tag", "verify", "verify_timeout")),
+    ("Registries", ("push", "insecure_registry")),
+    ("Loader settings", ("ld_library_path", "hwcaps_option", "cpu_features_option")),
+    ("General", ("jobs", "verbose", "quiet", "version", "help")),
+)
+
+
+class SectionedCommand(click.Command):
+    """A command whose --help lists its options under HELP_SECTIONS' headings."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        help_option = self.get_help_option(ctx)
+        records = {
+            "help" if param is help_option else str(param.name): record
+            for param in self.get_params(ctx)
+            if isinstance(param, click.Option) and (record := param.get_help_record(ctx))
+        }
+        for title, names in HELP_SECTIONS:
+            rows = [records.pop(name) for name in names if name in records]
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+        if records:  # an option no section names yet: shown all the same
+            with formatter.section("Other options"):
+                formatter.write_dl(list(records.values()))
+
+
+@click.command(
+    cls=SectionedCommand, help=HELP, context_settings={"help_option_names": ["-h", "--help"]}
+)
 @click.argument("programs", nargs=-1, required=True, metavar="PROGRAM...")
 @click.option("--list", "list_only", is_flag=True, help="Print the closure; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")

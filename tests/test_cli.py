@@ -7,10 +7,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import click
 import pytest
 from fakeroot import make_root, run
 
-from bundler.cli import main
+from bundler.cli import HELP_SECTIONS, command, main
 
 LOADER = "/lib64/ld-linux-x86-64.so.2"
 needs_glibc_x86_64 = pytest.mark.skipif(
@@ -154,3 +155,19 @@ def test_relocatable_object_is_not_a_program(tmp_path: Path) -> None:
         result.stderr
         == f"scratchpack: {tmp_path}/r.o: a relocatable object is not a program or library\n"
     )
+
+
+def test_help_in_sections_names_every_option_once() -> None:
+    placed = [name for _title, names in HELP_SECTIONS for name in names]
+    assert len(placed) == len(set(placed)), "an option in two sections"
+    options = {p.name for p in command.params if isinstance(p, click.Option)} | {"help"}
+    assert options - set(placed) == set(), "options with no section in --help"
+    assert set(placed) - options == set(), "sections name options that do not exist"
+    text = run("--help").stdout
+    titles = [title for title, _names in HELP_SECTIONS]
+    where = [text.index(f"\n{title}:\n") for title in titles]
+    assert where == sorted(where)
+    assert "Other options" not in text
+    # each option under its own heading: --trace-user among the tracing ones
+    tracing = text[text.index("Tracing a real run:") : text.index("The image's configuration:")]
+    assert "--trace-user" in tracing and "--tag" not in tracing
