@@ -831,8 +831,8 @@ def test_program_packed_runs_from_scratch(
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [name for name, spec in CORPUS.items() if spec.trace_writes])
 def test_what_the_trace_wrote_stays_out(corpus: dict[str, Any], name: str) -> None:
-    """docs/runtime.md: files a traced run wrote are left out, and so are the folders it created (git
-    writes its objects under temporary names and link()s them into place)."""
+    """docs/runtime.md: files a traced run wrote are left out, and so are the folders it
+    created (git writes its objects under temporary names and link()s them into place)."""
     result = corpus["programs"][name]
     assert result["rc"] == 0, result["log"]
     written = CORPUS[name].trace_writes
