@@ -2,7 +2,7 @@
 
 Each program of ``CORPUS`` is packed in a builder stage (an image FROM the bookworm builder of
 tests/test_docker.py: the debootstrapped tree with scratchpack in /opt/scratchpack) with the
-flags the README gives a user: ``--with``, ``--user``, ``--extra`` of a configuration or data
+flags the documentation gives a user: ``--with``, ``--user``, ``--extra`` of a configuration or data
 folder, ``--mkdir``, ``--trace``/``--trace-cmd`` with a run that does the work the image will
 do. All packs run in one stage image (one RUN per program, each recording its exit code and
 output, so one failing pack fails only its own test); /out is copied out once and each
@@ -22,8 +22,8 @@ probe makes the image do real work and checks the result against what the test c
 
 Per program the FROM scratch image size is printed beside the size of "the Debian image it came
 from": the Installed-Size of the minbase packages (priority required, and apt) plus the
-dependency closure of the program's packages, read from the tree's dpkg database. README's
-"Real programs, packed" table shows the same flags (a test checks it).
+dependency closure of the program's packages, read from the tree's dpkg database. The table of
+docs/programs.md ("Real programs, packed") shows the same flags (a test checks it).
 
 About 2 minutes with a warm debootstrap cache (a minute of it the stage's 13 packs); everything
 made is removed at the end.
@@ -58,8 +58,8 @@ from test_docker import builder, kit, mb, report, wheelhouse  # noqa: F401
 from test_docker_runtime import curl_until_served, read_from_container
 
 REPO = Path(__file__).resolve().parent.parent
-README = REPO / "README.md"
-README_SECTION = "## Real programs, packed"
+PROGRAMS_PAGE = REPO / "docs" / "programs.md"
+PROGRAMS_SECTION = "# Real programs, packed"
 
 # Unique to this run: what the probes store, send and expect back.
 NONCE = secrets.token_hex(8)
@@ -831,8 +831,8 @@ def test_program_packed_runs_from_scratch(
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [name for name, spec in CORPUS.items() if spec.trace_writes])
 def test_what_the_trace_wrote_stays_out(corpus: dict[str, Any], name: str) -> None:
-    """README: files a traced run wrote are left out, and so are the folders it created (git
-    writes its objects under temporary names and link()s them into place)."""
+    """docs/runtime.md: files a traced run wrote are left out, and so are the folders it
+    created (git writes its objects under temporary names and link()s them into place)."""
     result = corpus["programs"][name]
     assert result["rc"] == 0, result["log"]
     written = CORPUS[name].trace_writes
@@ -864,10 +864,10 @@ def test_corpus_timing(corpus: dict[str, Any], capsys: pytest.CaptureFixture[str
     )
 
 
-def readme_rows() -> dict[str, list[str]]:
-    text = README.read_text()
-    assert README_SECTION in text, f"README.md has no {README_SECTION!r} section"
-    section = text.split(README_SECTION, 1)[1].split("\n## ", 1)[0]
+def programs_rows() -> dict[str, list[str]]:
+    text = PROGRAMS_PAGE.read_text()
+    assert PROGRAMS_SECTION in text, f"docs/programs.md has no {PROGRAMS_SECTION!r} section"
+    section = text.split(PROGRAMS_SECTION, 1)[1].split("\n## ", 1)[0]
     rows = {}
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")] if "|" in line else []
@@ -877,8 +877,8 @@ def readme_rows() -> dict[str, list[str]]:
 
 
 @pytest.mark.parametrize("name", list(CORPUS))
-def test_readme_table_shows_the_corpus_flags(name: str) -> None:
-    rows = readme_rows()
-    assert name in rows, f"README's table has no row for {name}"
+def test_programs_table_shows_the_corpus_flags(name: str) -> None:
+    rows = programs_rows()
+    assert name in rows, f"docs/programs.md's table has no row for {name}"
     flags = rows[name][2]
     assert flags == f"`scratchpack {CORPUS[name].args}`", (flags, CORPUS[name].args)
