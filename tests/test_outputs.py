@@ -135,16 +135,22 @@ def test_killed_at_random_moments(tmp_path: Path, references: list[dict[str, str
         config = attempt % 2
         sig = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)[attempt % 3]
         stale = temporaries(out)  # what an earlier SIGKILL left: the next run's to remove
+        launched = time.monotonic()
         proc = subprocess.Popen(
             command(out, "-q", *CONFIGS[config]), stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
-        # From the moment scratchpack handles signals, not after a guessed start-up time: a
-        # busy machine can make the interpreter's own start (test_interrupt_during_startup)
-        # last any time.
+        # Never before scratchpack handles signals, however long a busy machine makes the
+        # interpreter's own start (that window is test_interrupt_during_startup's); every
+        # fourth run while it writes its outputs, the others at a random moment of the run.
+        moment = launched + rnd.uniform(startup, full_time * 1.1)
         _wait_until_handled(proc)
-        time.sleep(rnd.uniform(0, full_time * 1.1 - startup))
+        if attempt % 4 == 3:
+            _wait_until_writing(proc, out, set(stale))
+            moment = time.monotonic() + rnd.uniform(0, 0.01)
+        time.sleep(max(0.0, moment - time.monotonic()))
         if proc.poll() is None:
             temps = [p for p in out.iterdir() if p.name.startswith(TEMP_PREFIX)]
+            temps = [p for p in temps if p.name not in stale]  # its own, not a dead run's
             mid_write += bool(temps)
             proc.send_signal(sig)
             kills[sig.name] += 1
@@ -195,6 +201,15 @@ def _wait_until_handled(proc: subprocess.Popen[bytes]) -> None:
             caught = re.search(r"^SigCgt:\s*([0-9a-f]+)", status.read_text(), re.M)
             if caught and int(caught.group(1), 16) & (1 << (signal.SIGTERM - 1)):
                 return
+        time.sleep(0.001)
+
+
+def _wait_until_writing(proc: subprocess.Popen[bytes], out: Path, stale: set[str]) -> None:
+    """Until a temporary output of its own appears in OUT, or the process has ended."""
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        if any(p.name.startswith(TEMP_PREFIX) and p.name not in stale for p in out.iterdir()):
+            return
         time.sleep(0.001)
 
 
