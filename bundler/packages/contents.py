@@ -1,7 +1,7 @@
 """What an image holds, as scanners and licence audits see it: packages, files, the OS.
 
 Made from the plan and the root's dpkg database once every file is decided; the SBOM writers
-and the size report read it, never the root.
+read it, never the root.
 """
 
 from __future__ import annotations

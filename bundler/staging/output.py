@@ -1,4 +1,5 @@
-"""The output folder: ours are rootfs/, rootfs.tar.gz, Dockerfile, Dockerfile.distroless.
+"""The output folder: ours are rootfs/, rootfs.tar.gz, Dockerfile, Dockerfile.distroless and
+the SBOMs (sbom.spdx.json, sbom.cdx.json).
 
 Each is written beside its final name and renamed into place, so a run killed at any moment
 leaves the previous output or none, never half of one. A lock file makes a second run into the

@@ -1,8 +1,9 @@
 """Staging and packing: the plan written out as a folder tree and as a reproducible tarball.
 
 Both are made from the plan alone (never by walking what was written), in sorted order, with
-owner root and every mtime clamped to SOURCE_DATE_EPOCH, so the same inputs give the same
-bytes on any machine and in any output folder.
+the plan's numeric owners (no user or group names) and every mtime clamped to
+SOURCE_DATE_EPOCH, so the same inputs give the same bytes on any machine and in any output
+folder.
 """
 
 from __future__ import annotations
