@@ -1,4 +1,6 @@
-"""The command line: the only place that reads the environment, prints, and picks exit codes."""
+"""The command line: it parses, calls the stages and prints, and is the one place that picks
+exit codes. The settings the core takes from the machine (SOURCE_DATE_EPOCH, LD_LIBRARY_PATH,
+/proc/cpuinfo) are read here and passed in."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from bundler.image.engine import build_image, check_tag, connect, verify_image
 from bundler.image.spec import DEFAULT_MAX_LAYERS
 from bundler.loader import hwcaps
 from bundler.loader.closure import Binary, collect, file_list, to_json
+from bundler.loader.elf import EM_X86_64
 from bundler.loader.ldso import SearchSettings
 from bundler.loader.programs import DEFAULT_PATH
 from bundler.loader.resolve import Resolver
@@ -608,7 +611,7 @@ def _settings(
     cpu = hwcaps.cpu_flags_from_cpuinfo(_read_text("/proc/cpuinfo"))
     levels = None
     if hwcaps_option is not None:
-        levels = hwcaps.parse_hwcaps_option(hwcaps_option, hwcaps.EM_X86_64)
+        levels = hwcaps.parse_hwcaps_option(hwcaps_option, EM_X86_64)
     stated = None
     if cpu_features_option is not None:
         stated = hwcaps.parse_cpu_features_option(cpu_features_option)

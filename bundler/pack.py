@@ -23,6 +23,7 @@ from bundler.image.dockerfile import ImageConfig, render_distroless, render_scra
 from bundler.image.layers import complete_for_sharing
 from bundler.image.spec import DEFAULT_MAX_LAYERS
 from bundler.loader.closure import Binary, collect
+from bundler.loader.ldconfig import DEFAULT_GLIBC
 from bundler.loader.programs import locate
 from bundler.loader.resolve import Resolver
 from bundler.loader.rootfs import FsRoot
@@ -195,7 +196,7 @@ def _add_runtime(
         return []
     glibc = _first_glibc(resolver, binaries)
     loader = resolver.loader_of(glibc) if glibc else None
-    version = loader.version if loader else (2, 36)
+    version = loader.version if loader else DEFAULT_GLIBC
     runtime = Runtime(resolver.root, version, options.plan.ephemeral)
     runtime.groups(options.with_groups, options.tz)
     if options.user:
@@ -552,7 +553,7 @@ def _distroless_paths(
     return [path for path in wanted if not shipped(path)]
 
 
-def manifest(packed: Packed, with_hashes: bool = True) -> dict[str, Any]:
+def manifest(packed: Packed) -> dict[str, Any]:
     """The --json document of a pack: every entry, totals, and the outputs."""
     files = []
     for entry in packed.plan.sorted_entries():
@@ -564,9 +565,9 @@ def manifest(packed: Packed, with_hashes: bool = True) -> dict[str, Any]:
         }
         if entry.type == FILE:
             item.update(source=entry.source or "generated", size=entry.size)
-            if with_hashes and entry.data is not None:
+            if entry.data is not None:
                 item["sha256"] = hashlib.sha256(entry.data).hexdigest()
-            elif with_hashes and entry.source:
+            elif entry.source:
                 item["sha256"] = _sha256(entry.source)
         elif entry.target is not None:
             item["target"] = entry.target

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from bundler.errors import BadLoaderConfig
-from bundler.loader.ldconfig import (
-    DL_CACHE_HWCAP_EXTENSION,
+from bundler.loader.elf import (
     EM_386,
     EM_AARCH64,
     EM_ARM,
@@ -23,10 +22,12 @@ from bundler.loader.ldconfig import (
     EM_RISCV,
     EM_S390,
     EM_X86_64,
+)
+from bundler.loader.ldconfig import (
+    DL_CACHE_HWCAP_EXTENSION,
     FLAG_ELF,
     FLAG_ELF_LIBC6,
     FLAG_X8664_LIB64,
-    HWCAP_X86_64,
     CacheEntry,
     LdCache,
     cache_arch_flags,
@@ -36,6 +37,9 @@ from bundler.loader.ldconfig import (
     read_ld_so_conf,
 )
 from bundler.loader.rootfs import FsRoot
+
+# glibc's HWCAP_X86_64 (sysdeps/x86/dl-hwcap.h): what ldconfig records for x86_64/ folders
+HWCAP_X86_64 = 1 << 1
 
 LDCONFIG = shutil.which("ldconfig") or shutil.which("ldconfig", path="/sbin:/usr/sbin")
 needs_ldconfig = pytest.mark.skipif(LDCONFIG is None, reason="ldconfig is not installed")

@@ -7,11 +7,20 @@ from dataclasses import dataclass
 
 from bundler.errors import UsageError
 from bundler.image.dockerfile import ImageConfig
+from bundler.loader.elf import (
+    EM_386,
+    EM_AARCH64,
+    EM_ARM,
+    EM_LOONGARCH,
+    EM_MIPS,
+    EM_PPC64,
+    EM_RISCV,
+    EM_S390,
+    EM_X86_64,
+)
 from bundler.staging.plan import Entry
 
 # ELF e_machine -> (GOARCH-style architecture, variant), as OCI platforms name them.
-EM_386, EM_ARM, EM_PPC64, EM_S390, EM_X86_64, EM_AARCH64, EM_RISCV = 3, 40, 21, 22, 62, 183, 243
-EM_MIPS, EM_LOONGARCH = 8, 258
 # Layers an image gets at most: well under Docker's limit of 125 (Nix's default is 100).
 DEFAULT_MAX_LAYERS = 50
 

@@ -15,7 +15,13 @@ from typing import Any
 
 from bundler.errors import BadElf, ScratchpackError
 from bundler.loader.elf import ElfInfo, read_elf
-from bundler.loader.programs import Script, classify, locate, script_programs
+from bundler.loader.programs import (
+    MAX_SCRIPT_DEPTH,
+    Script,
+    classify,
+    locate,
+    script_programs,
+)
 from bundler.loader.resolve import Library, Resolver
 from bundler.loader.versions import VersionMiss, version_misses
 
@@ -68,8 +74,8 @@ def collect(
             binaries.append(_script_binary(script))
             for program in script_programs(root, script, search_path, cwd):
                 depth[program] = depth[path] + 1
-                if depth[program] > 4:
-                    raise BadElf(path, "#! interpreters nested more than 4 deep")
+                if depth[program] > MAX_SCRIPT_DEPTH:
+                    raise BadElf(path, f"#! interpreters nested more than {MAX_SCRIPT_DEPTH} deep")
                 pending.insert(0, program)
             continue
         binaries.append(_elf_binary(resolver, path))

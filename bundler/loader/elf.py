@@ -29,17 +29,28 @@ from typing import Any
 
 from elftools.common.exceptions import ELFError
 from elftools.construct.core import ConstructError
-from elftools.elf.enums import ENUM_D_TAG_COMMON
+from elftools.elf.enums import ENUM_D_TAG_COMMON, ENUM_E_MACHINE
 from elftools.elf.structs import ELFStructs
 
 from bundler.errors import BadElf
 
 ELF_MAGIC = b"\x7fELF"
-EI_NIDENT, EI_VERSION, EI_OSABI, EI_ABIVERSION = 16, 6, 7, 8
+EI_NIDENT = 16
 ELFCLASS32, ELFCLASS64 = 1, 2
 ELFDATA2LSB, ELFDATA2MSB = 1, 2
 EV_CURRENT = 1
 ET_EXEC, ET_DYN = 2, 3
+
+
+def _machine(name: str) -> int:
+    return int(ENUM_E_MACHINE[name])
+
+
+# e_machine numbers, as pyelftools names them: the one place the rest of scratchpack takes them.
+EM_SPARC, EM_386, EM_MIPS = map(_machine, ("EM_SPARC", "EM_386", "EM_MIPS"))
+EM_PPC, EM_PPC64, EM_S390, EM_ARM = map(_machine, ("EM_PPC", "EM_PPC64", "EM_S390", "EM_ARM"))
+EM_SPARCV9, EM_IA_64, EM_X86_64 = map(_machine, ("EM_SPARCV9", "EM_IA_64", "EM_X86_64"))
+EM_AARCH64, EM_RISCV, EM_LOONGARCH = map(_machine, ("EM_AARCH64", "EM_RISCV", "EM_LOONGARCH"))
 DF_1_NODEFLIB = 0x800
 
 # No real program has more; a larger count is forged, and would make us read megabytes.
@@ -55,9 +66,6 @@ class ElfIdent:
 
     elf_class: int  # 32 or 64
     little_endian: bool
-    version: int  # EI_VERSION
-    osabi: int
-    abiversion: int
     machine: int
     file_type: int  # e_type: ET_EXEC, ET_DYN, ...
     flags: int  # e_flags (ABI variants on some architectures)
@@ -89,7 +97,6 @@ class ElfInfo:
 
     ident: ElfIdent
     interpreter: str | None  # PT_INTERP, None for static programs and most libraries
-    has_dynamic: bool  # a PT_DYNAMIC segment: False for static (non-PIE) programs
     needed: tuple[str, ...]
     soname: str | None
     rpath: str | None  # DT_RPATH, as written (':'-separated, with $ORIGIN & co.)
@@ -302,9 +309,6 @@ def _parse(reader: _Reader) -> ElfInfo:
     elf_ident = ElfIdent(
         elf_class=elf_class,
         little_endian=little_endian,
-        version=ident[EI_VERSION],
-        osabi=ident[EI_OSABI],
-        abiversion=ident[EI_ABIVERSION],
         machine=header["e_machine"],
         file_type=header["e_type"],
         flags=header["e_flags"],
@@ -313,7 +317,7 @@ def _parse(reader: _Reader) -> ElfInfo:
     interpreter = _interpreter(reader, segments)
     dynamic = next((s for s in segments if s["p_type"] == PT_DYNAMIC), None)
     if dynamic is None:
-        return ElfInfo(elf_ident, interpreter, False, (), None, None, None, 0)
+        return ElfInfo(elf_ident, interpreter, (), None, None, None, 0)
     entries = _dynamic_entries(reader, dyn, dynamic)
     info = _with_dynamic(reader, elf_ident, interpreter, segments, entries)
     notes = _dlopen_notes(reader, _note_layout(elf_class, little_endian), segments)
@@ -365,7 +369,6 @@ def _with_dynamic(
     return ElfInfo(
         ident=ident,
         interpreter=interpreter,
-        has_dynamic=True,
         needed=tuple(string("DT_NEEDED", v) for v in entries.get("DT_NEEDED", [])),
         soname=first("DT_SONAME"),
         rpath=first("DT_RPATH"),

@@ -49,9 +49,18 @@ import re
 from collections.abc import Iterable
 
 from bundler.errors import UsageError
-
-EM_SPARC, EM_386, EM_PPC, EM_PPC64, EM_S390, EM_ARM, EM_SPARCV9 = 2, 3, 20, 21, 22, 40, 43
-EM_X86_64, EM_AARCH64 = 62, 183
+from bundler.loader.elf import (
+    EM_386,
+    EM_AARCH64,
+    EM_ARM,
+    EM_PPC,
+    EM_PPC64,
+    EM_RISCV,
+    EM_S390,
+    EM_SPARC,
+    EM_SPARCV9,
+    EM_X86_64,
+)
 
 # glibc's sysdeps/x86/get-isa-level.h, spelt as /proc/cpuinfo spells the features
 # (pni is SSE3, lahf_lm is LAHF-SAHF in 64-bit mode, abm includes LZCNT).
@@ -135,7 +144,7 @@ HOST_MACHINES: dict[str, frozenset[int]] = {
     "ppc64le": frozenset({EM_PPC64}),
     "ppc64": frozenset({EM_PPC64}),
     "s390x": frozenset({EM_S390}),
-    "riscv64": frozenset({243}),
+    "riscv64": frozenset({EM_RISCV}),
 }
 _FEATURE = re.compile(r"^[a-z0-9_.-]+$")
 

@@ -28,7 +28,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from bundler.errors import BadLoaderConfig
+from bundler.loader.elf import (
+    EM_AARCH64,
+    EM_ARM,
+    EM_IA_64,
+    EM_LOONGARCH,
+    EM_MIPS,
+    EM_PPC64,
+    EM_RISCV,
+    EM_S390,
+    EM_SPARCV9,
+    EM_X86_64,
+)
 from bundler.loader.rootfs import FsRoot, SymlinkLoop
+
+# The glibc release assumed where none can be read (an unreadable loader cannot run anything;
+# a current glibc is assumed for the listing), and the default of every rule that depends on it.
+DEFAULT_GLIBC = (2, 36)
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +104,6 @@ _TYPE_NAMES = {
     FLAG_ELF_LIBC6: "libc6",
 }
 
-# Legacy hwcap bits (sysdeps/x86/dl-hwcap.h), for callers that want x86-64 loader behaviour
-# for entries from old-style hwcap subdirectories such as /usr/lib/x86_64/.
-HWCAP_X86_SSE2 = 1 << 0
-HWCAP_X86_64 = 1 << 1
-HWCAP_X86_AVX512_1 = 1 << 2
 
 # hwcap field bits of a new-format entry (sysdeps/generic/dl-cache.h).
 DL_CACHE_HWCAP_EXTENSION = 1 << 62
@@ -102,9 +113,6 @@ _X86_PLATFORM_FIRST = 48  # _DL_FIRST_PLATFORM on x86
 X86_PLATFORMS = ("i586", "i686", "haswell", "xeon_phi")
 
 # e_machine numbers used by cache_arch_flags.
-EM_SPARC, EM_386, EM_MIPS, EM_SPARC32PLUS, EM_PPC, EM_PPC64, EM_S390 = 2, 3, 8, 18, 20, 21, 22
-EM_ARM, EM_SPARCV9, EM_IA_64, EM_X86_64, EM_AARCH64 = 40, 43, 50, 62, 183
-EM_RISCV, EM_LOONGARCH = 243, 258
 
 _OLD_MAGIC = b"ld.so-1.7.0"
 _NEW_MAGIC = b"glibc-ld.so.cache1.1"
@@ -362,7 +370,7 @@ class LdCache:
         hwcaps_priority: Sequence[str],
         hwcap: int = 0,
         platform: str | None = None,
-        glibc: tuple[int, int] = (2, 36),
+        glibc: tuple[int, int] = DEFAULT_GLIBC,
     ) -> str | None:
         """The path ld.so takes from the cache for ``name``, or None.
 
@@ -428,7 +436,7 @@ def _search_new(
     hwcaps_priority: Sequence[str],
     hwcap: int,
     platform: str | None,
-    glibc: tuple[int, int] = (2, 36),
+    glibc: tuple[int, int] = DEFAULT_GLIBC,
 ) -> str | None:
     """search_cache with the 24-byte entries (glibc 2.33-2.41 elf/dl-cache.c), step for step."""
     priorities = {sub: rank for rank, sub in enumerate(hwcaps_priority, start=1)}

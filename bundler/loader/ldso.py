@@ -23,8 +23,25 @@ from functools import cache, cached_property
 
 from bundler.errors import ScratchpackError
 from bundler.loader import hwcaps
-from bundler.loader.elf import ElfIdent, ElfInfo, read_elf
-from bundler.loader.ldconfig import X86_PLATFORMS, LdCache, cache_arch_flags, read_ld_cache
+from bundler.loader.elf import (
+    EM_386,
+    EM_AARCH64,
+    EM_ARM,
+    EM_PPC64,
+    EM_RISCV,
+    EM_S390,
+    EM_X86_64,
+    ElfIdent,
+    ElfInfo,
+    read_elf,
+)
+from bundler.loader.ldconfig import (
+    DEFAULT_GLIBC,
+    X86_PLATFORMS,
+    LdCache,
+    cache_arch_flags,
+    read_ld_cache,
+)
 from bundler.loader.rootfs import FsRoot
 
 log = logging.getLogger(__name__)
@@ -33,23 +50,23 @@ GLIBC, MUSL = "glibc", "musl"
 
 # The loader each glibc port installs, keyed by (e_machine, ELF class).
 GLIBC_INTERPRETERS: dict[tuple[int, int], str] = {
-    (62, 64): "/lib64/ld-linux-x86-64.so.2",
-    (62, 32): "/libx32/ld-linux-x32.so.2",
-    (3, 32): "/lib/ld-linux.so.2",
-    (183, 64): "/lib/ld-linux-aarch64.so.1",
-    (40, 32): "/lib/ld-linux-armhf.so.3",
-    (21, 64): "/lib64/ld64.so.2",
-    (22, 64): "/lib/ld64.so.1",
-    (243, 64): "/lib/ld-linux-riscv64-lp64d.so.1",
+    (EM_X86_64, 64): "/lib64/ld-linux-x86-64.so.2",
+    (EM_X86_64, 32): "/libx32/ld-linux-x32.so.2",
+    (EM_386, 32): "/lib/ld-linux.so.2",
+    (EM_AARCH64, 64): "/lib/ld-linux-aarch64.so.1",
+    (EM_ARM, 32): "/lib/ld-linux-armhf.so.3",
+    (EM_PPC64, 64): "/lib64/ld64.so.2",
+    (EM_S390, 64): "/lib/ld64.so.1",
+    (EM_RISCV, 64): "/lib/ld-linux-riscv64-lp64d.so.1",
 }
 MUSL_ARCHES: dict[tuple[int, int], str] = {
-    (62, 64): "x86_64",
-    (3, 32): "i386",
-    (183, 64): "aarch64",
-    (40, 32): "armhf",
-    (21, 64): "powerpc64le",
-    (22, 64): "s390x",
-    (243, 64): "riscv64",
+    (EM_X86_64, 64): "x86_64",
+    (EM_386, 32): "i386",
+    (EM_AARCH64, 64): "aarch64",
+    (EM_ARM, 32): "armhf",
+    (EM_PPC64, 64): "powerpc64le",
+    (EM_S390, 64): "s390x",
+    (EM_RISCV, 64): "riscv64",
 }
 MUSL_DEFAULT_PATH = ("/lib", "/usr/local/lib", "/usr/lib")
 
@@ -57,8 +74,6 @@ _VERSION = re.compile(rb"release version (\d+)\.(\d+)")
 # ld-2.31.so: the file every glibc up to 2.33 installed its loader as (2.34 dropped it).
 _LOADER_FILE = re.compile(r"^ld-(\d+)\.(\d+)\.so$")
 _GLIBC_NODE = re.compile(r"^GLIBC_(\d+)\.(\d+)(?:\.\d+)?$")
-# An unreadable loader cannot run anything; a current glibc is assumed for the listing.
-DEFAULT_GLIBC = (2, 36)
 # SYSTEM_DIRS in glibc's trusted-dirs.h: NUL-separated absolute directories, each ending in '/'.
 _SYSTEM_DIRS = re.compile(rb"(?:/[A-Za-z0-9_.+-]+(?:/[A-Za-z0-9_.+-]+)*/\x00){2,}")
 

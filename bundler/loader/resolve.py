@@ -171,9 +171,9 @@ class Resolver:
 
     # -- one program ---------------------------------------------------------------------------
 
-    def resolve(self, program: str, info: ElfInfo | None = None) -> Closure:
+    def resolve(self, program: str) -> Closure:
         """The closure of an ELF program or library at image path ``program``."""
-        info = info or self.elf(program)
+        info = self.elf(program)
         if info.ident.file_type not in (ET_EXEC, ET_DYN):
             kind = {1: "a relocatable object", 4: "a core dump"}.get(info.ident.file_type, "")
             raise BadElf(program, f"{kind or 'an ELF file'} is not a program or library")

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from bundler.errors import UsageError
+from bundler.loader.ldconfig import DEFAULT_GLIBC
 from bundler.loader.rootfs import FsRoot
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ class Runtime:
     def __init__(
         self,
         root: FsRoot,
-        glibc_version: tuple[int, int] = (2, 36),
+        glibc_version: tuple[int, int] = DEFAULT_GLIBC,
         ephemeral: frozenset[str] = frozenset(),
     ) -> None:
         self.root = root
