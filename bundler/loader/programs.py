@@ -13,7 +13,7 @@ import stat
 from dataclasses import dataclass
 
 from bundler.errors import BadElf, ProgramNotFound, UsageError
-from bundler.loader.elf import is_elf
+from bundler.loader.elf import is_elf, read_elf
 from bundler.loader.rootfs import FsRoot, SymlinkLoop
 
 log = logging.getLogger(__name__)
@@ -114,6 +114,17 @@ def script_programs(
         if not name.startswith("-") and "=" not in name:
             programs.append(locate(root, name, search_path, cwd))
     return programs
+
+
+def started_first(root: FsRoot, image: str) -> str | None:
+    """The program execve() of ``image`` runs first: an ELF file's PT_INTERP, a script's
+    absolute #! interpreter; None for a static program or a relative #! name. Raises BadElf or
+    UsageError for a file that cannot be read as either."""
+    head = read_head(root, image)
+    if is_elf(head):
+        return read_elf(root.real_host_path(image), image).interpreter
+    script = parse_script(image, head)
+    return script.interpreter if script and script.interpreter.startswith("/") else None
 
 
 def classify(root: FsRoot, image: str) -> Script | None:

@@ -46,8 +46,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from bundler.errors import BadElf, ProgramNotFound, ScratchpackError, UsageError
-from bundler.loader.elf import is_elf, read_elf
-from bundler.loader.programs import SHEBANG_LIMIT, parse_script
+from bundler.loader.programs import started_first
 from bundler.loader.rootfs import FsRoot, SymlinkLoop
 from bundler.runtime.needs import UserIds
 
@@ -716,17 +715,11 @@ class _Collector:
             self._interpreters(interpreter, depth + 1)
 
     def _interpreter_of(self, path: str) -> str | None:
-        host = self.root.real_host_path(path)
         try:
-            with open(host, "rb") as handle:
-                head = handle.read(SHEBANG_LIMIT)
-            if is_elf(head):
-                return read_elf(host, path).interpreter
-            script = parse_script(path, head)
-        except (OSError, BadElf) as exc:
+            return started_first(self.root, path)
+        except (UsageError, BadElf) as exc:
             log.debug("%s: cannot read its interpreter: %s", path, exc)
             return None
-        return script.interpreter if script and script.interpreter.startswith("/") else None
 
 
 def _clean(root: FsRoot, path: str) -> str | None:
