@@ -565,10 +565,10 @@ def manifest(packed: Packed) -> dict[str, Any]:
         }
         if entry.type == FILE:
             item.update(source=entry.source or "generated", size=entry.size)
-            if entry.data is not None:
-                item["sha256"] = hashlib.sha256(entry.data).hexdigest()
-            elif entry.source:
-                item["sha256"] = _sha256(entry.source)
+            if entry.data is not None or entry.source:
+                digest = hashlib.sha256()
+                packed.plan.hash_content(entry, digest)
+                item["sha256"] = digest.hexdigest()
         elif entry.target is not None:
             item["target"] = entry.target
         files.append(item)
@@ -613,10 +613,3 @@ def size_json(sizes: Sequence[tuple[str | None, int, int]]) -> list[dict[str, An
     """The size report as JSON; ``package`` is null for files of no package."""
     return [{"package": name, "bytes": size, "files": count} for name, size, count in sizes]
 
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

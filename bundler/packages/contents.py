@@ -114,18 +114,12 @@ def _planned_file(plan: Plan, database: Database, path: str) -> bool:
 
 
 def _packed_file(plan: Plan, entry: Entry, owners: dict[str, str]) -> PackedFile:
-    content = entry
-    while content.type == HARDLINK and content.target in plan.entries:
-        content = plan.entries[content.target]
     sha256, sha1 = hashlib.sha256(), hashlib.sha1(usedforsecurity=False)
-    if content.data is not None:
-        sha256.update(content.data)
-        sha1.update(content.data)
-    elif content.source is not None:
-        with open(content.source, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                sha256.update(block)
-                sha1.update(block)
+    plan.hash_content(entry, sha256, sha1)
     return PackedFile(
-        entry.path, content.size, sha256.hexdigest(), sha1.hexdigest(), owners.get(entry.path)
+        entry.path,
+        plan.content_of(entry).size,
+        sha256.hexdigest(),
+        sha1.hexdigest(),
+        owners.get(entry.path),
     )

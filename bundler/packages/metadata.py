@@ -130,15 +130,8 @@ def _root_md5sums(database: Database, package: str) -> list[str]:
 
 
 def _md5(plan: Plan, entry: Entry) -> str:
-    while entry.type == HARDLINK and entry.target in plan.entries:
-        entry = plan.entries[entry.target]
     digest = hashlib.md5(usedforsecurity=False)
-    if entry.data is not None:
-        digest.update(entry.data)
-    elif entry.source is not None:
-        with open(entry.source, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+    plan.hash_content(entry, digest)
     return digest.hexdigest()
 
 

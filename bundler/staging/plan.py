@@ -16,6 +16,7 @@ import posixpath
 import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from bundler.errors import IncompleteClosure, ScratchpackError, UsageError
 from bundler.loader.closure import Binary
@@ -34,6 +35,15 @@ PROGRAM, INTERPRETER, LIBRARY, EXTRA, LINK, PARENT = (
     "directory",
 )
 SPECIAL_BITS = stat.S_ISUID | stat.S_ISGID
+
+
+HASH_BLOCK = 1 << 20  # bytes read at a time when a file is hashed
+
+
+class Hash(Protocol):
+    """What hashlib's digests have in common, as far as hashing content needs."""
+
+    def update(self, data: bytes, /) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,25 @@ class Plan:
     @property
     def total_bytes(self) -> int:
         return sum(e.size for e in self.entries.values() if e.type == FILE)
+
+    def content_of(self, entry: Entry) -> Entry:
+        """The entry that holds ``entry``'s bytes: itself, or the twin a hard link names."""
+        while entry.type == HARDLINK and entry.target in self.entries:
+            entry = self.entries[entry.target]
+        return entry
+
+    def hash_content(self, entry: Entry, *digests: Hash) -> None:
+        """Feed ``entry``'s bytes (generated, or read from its source a block at a time) to
+        every digest at once."""
+        content = self.content_of(entry)
+        if content.data is not None:
+            for digest in digests:
+                digest.update(content.data)
+        elif content.source is not None:
+            with open(content.source, "rb") as handle:
+                for block in iter(lambda: handle.read(HASH_BLOCK), b""):
+                    for digest in digests:
+                        digest.update(block)
 
 
 @dataclass(frozen=True)
