@@ -37,3 +37,9 @@ class IncompleteClosure(ScratchpackError):
     """The loader would not find every library (the pack refuses it)."""
 
     exit_code = 1
+
+
+class SecretsFound(ScratchpackError):
+    """The plan would take a secret into the image (the pack refuses it)."""
+
+    exit_code = 1
