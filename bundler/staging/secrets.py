@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -56,6 +57,9 @@ class Check:
     refused: tuple[Finding, ...]
     allowed: tuple[tuple[Finding, str], ...]  # (finding, the --allow-secret GLOB)
     files: int  # regular files and hard links checked
+    text_files: int  # of them, files read as text (content rules)
+    text_bytes: int  # bytes the content rules read
+    seconds: float  # time the check took
 
 
 # ----- globs ----------------------------------------------------------------------------------
@@ -266,7 +270,11 @@ def scan_value(value: str) -> list[str]:
 # ----- the plan -------------------------------------------------------------------------------
 
 
-def _findings(entry: Entry, seen: dict[str, list[tuple[str, int]]]) -> Iterator[Finding]:
+def _findings(
+    entry: Entry, seen: dict[str, list[tuple[str, int]]], read: dict[str, int]
+) -> Iterator[Finding]:
+    """``seen``: the content findings of each source read so far; ``read``: the text bytes
+    read from each."""
     rule = path_rule(entry.path)
     if rule is not None:
         yield Finding(entry.path, rule, None, entry.why)
@@ -280,6 +288,8 @@ def _findings(entry: Entry, seen: dict[str, list[tuple[str, int]]]) -> Iterator[
         if entry.source not in seen:
             text = read_text(entry.source)
             seen[entry.source] = scan_text(text) if text is not None else []
+            if text is not None:
+                read[entry.source] = len(text)
             if text is not None and _is_account_file(entry.path):
                 seen[entry.source] += [("password-hash", n) for n in password_hash_lines(text)]
         for rule_id, line in seen[entry.source]:
@@ -289,6 +299,7 @@ def _findings(entry: Entry, seen: dict[str, list[tuple[str, int]]]) -> Iterator[
         data = None
     if data is None:
         return
+    read[entry.path] = len(data)
     for rule_id, line in scan_text(data):
         yield Finding(entry.path, rule_id, line, entry.why)
     if _is_account_file(entry.path):
@@ -299,26 +310,36 @@ def _findings(entry: Entry, seen: dict[str, list[tuple[str, int]]]) -> Iterator[
 def check_plan(plan: Plan, allow: Sequence[str] = ()) -> Check:
     """Every file, hard link and link of the plan against every rule; ``allow`` holds the
     --allow-secret globs, matched against the in-image paths the findings name."""
+    started = time.monotonic()
     refused: list[Finding] = []
     allowed: list[tuple[Finding, str]] = []
     seen: dict[str, list[tuple[str, int]]] = {}
+    read: dict[str, int] = {}
     for entry in plan.sorted_entries():
         if entry.type == DIR:
             continue
-        for finding in _findings(entry, seen):
+        for finding in _findings(entry, seen, read):
             glob = first_match([entry.path], allow)
             if glob is None:
                 refused.append(finding)
             else:
                 allowed.append((finding, glob))
     files = sum(1 for e in plan.entries.values() if e.type in (FILE, HARDLINK))
-    return Check(tuple(refused), tuple(allowed), files)
+    seconds = time.monotonic() - started
+    return Check(tuple(refused), tuple(allowed), files, len(read), sum(read.values()), seconds)
 
 
 def refuse_secrets(plan: Plan, allow: Sequence[str] = ()) -> Check:
     """Check the plan; every finding is logged, and any not allowed stops the pack before
     anything is written. Allowed ones are recorded in the plan (for --json and the SBOMs)."""
     check = check_plan(plan, allow)
+    log.info(
+        "secrets check: %d files, %d of them text (%.1f MB read), in %.2f s",
+        check.files,
+        check.text_files,
+        check.text_bytes / 1e6,
+        check.seconds,
+    )
     for finding, glob in check.allowed:
         log.warning("%s: packed on purpose (--allow-secret %s)", finding.message(), glob)
     plan.allowed_secrets = [AllowedSecret(f.path, f.rule, f.line, g) for f, g in check.allowed]
