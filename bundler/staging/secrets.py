@@ -343,6 +343,12 @@ def refuse_secrets(plan: Plan, allow: Sequence[str] = ()) -> Check:
     for finding, glob in check.allowed:
         log.warning("%s: packed on purpose (--allow-secret %s)", finding.message(), glob)
     plan.allowed_secrets = [AllowedSecret(f.path, f.rule, f.line, g) for f, g in check.allowed]
+    used = {glob for _finding, glob in check.allowed}
+    for glob in dict.fromkeys(allow):
+        if glob not in used:
+            log.warning(
+                "--allow-secret %s: no finding matches it (the check names the files)", glob
+            )
     if not check.refused:
         return check
     for finding in check.refused:
