@@ -275,8 +275,7 @@ class Planner:
                 return
             item_st = self.root.lstat(target)
             assert item_st is not None  # _followed_link checked it
-            if stat.S_ISDIR(item_st.st_mode) or not named:
-                why = f"{why}, link {item} -> {target}"
+            why = f"{why}, link {item} -> {target}"
         else:
             target, item_st = item, st
         if not self._packable(item, item_st.st_mode, target):
