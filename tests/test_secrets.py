@@ -559,6 +559,7 @@ def test_excluded_and_allowed_secrets_are_what_trivy_finds(tmp_path: Path) -> No
         ("/etc/ssl/private/server.key", "private-key-folder", "/etc/ssl/private/*.key"),
         ("/etc/ssl/private/server.key", "private-key", "/etc/ssl/private/*.key"),
     }
+    assert all(f["why"] for f in manifest["files"]), "every entry says why it is there"
     paths = {f["path"] for f in manifest["files"]}
     assert "/srv/app/README" in paths and "/srv/app/.gitignore" in paths
     assert not {p for p in paths if "/.git/" in p or "/conf/" in p or p.startswith("/srv/app/home")}

@@ -257,7 +257,8 @@ class Planner:
         ``/usr/share/nginx/modules -> ../../lib/nginx/modules`` must arrive with the modules).
         """
         elf_files: list[str] = []
-        self._add_extra_item(path, True, set(), elf_files, why)
+        with self.because(why):  # links packed as links only, not followed, say it too
+            self._add_extra_item(path, True, set(), elf_files, why)
         return elf_files
 
     def _add_extra_item(
