@@ -53,8 +53,10 @@ class Entry:
     uid: int = 0
     gid: int = 0
     # What brought it, for a person: the DT_NEEDED chain, the --extra argument as written (and
-    # the links followed), the traced run and the call that opened it, the --with group...
-    why: str = ""
+    # the links followed), the traced run and the call that opened it, the --with group... Not
+    # part of what the entry is: two images holding the same file for different reasons share
+    # its layer.
+    why: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
