@@ -416,7 +416,7 @@ def test_every_entry_says_why_it_is_there(tmp_path: Path) -> None:
     done = run(
         *("--root", str(root), "/usr/bin/dash", "--extra", "/etc/app.conf"),
         *("--with", "tzdata", "--with", "tmp", "--mkdir", "/data", "-o", str(out), "--json"),
-        *("--env", f"TOKEN={GITHUB}", "--label", "ok=plain"),
+        *("--env", f"TOKEN={GITHUB}", "--label", "ok=plain", "--label", f"db={DB_URL}"),
     )
     assert done.returncode == 0, done.stderr
     files = json.loads(done.stdout)["files"]
@@ -430,8 +430,10 @@ def test_every_entry_says_why_it_is_there(tmp_path: Path) -> None:
     assert whys["/tmp"] == "--with tmp"
     assert whys["/data"] == "--mkdir /data"
     warnings = [line for line in done.stderr.splitlines() if "image config is public" in line]
-    assert len(warnings) == 1 and "--env TOKEN: the value matches github-token" in warnings[0]
-    assert GITHUB not in warnings[0]
+    assert len(warnings) == 2, warnings
+    assert "--env TOKEN: the value matches github-token" in warnings[0]
+    assert "--label db: the value matches url-credentials" in warnings[1]
+    assert GITHUB not in done.stderr and "Vq7rLm2x" not in done.stderr
 
 
 # ----- traces ---------------------------------------------------------------------------------
