@@ -186,7 +186,7 @@ CONTENT_RULES = (
         "aws-secret-access-key",
         (b"aws", b"AWS", b"Aws"),
         re.compile(
-            rb"(?i)[\"']?aws_?(?:sec(?:ret)?)?_?(?:access)?_?key[\"']?\s*(?::|=>|=)?\s*[\"']?"
+            rb"(?i)aws_?(?:sec(?:ret)?)?_?(?:access)?_?key[\"']?\s*(?::|=>|=)?\s*[\"']?"
             rb"([A-Za-z0-9/+=]{40})[\"']?" + _END
         ),
         re.compile(rb"(?i).*example.*"),
