@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 from fakeroot import host_has_glibc_x86_64, make_root, run
+from test_sbom import cyclonedx_errors, spdx_messages
 
 from bundler.staging.plan import glob_matches
 from bundler.staging.secrets import (
@@ -581,6 +582,9 @@ def test_excluded_and_allowed_secrets_are_what_trivy_finds(tmp_path: Path) -> No
         if p["name"] == "scratchpack:allowed-secret"
     ]
     assert len(props) == 5
+    (tmp_path / "spdx").mkdir()
+    assert spdx_messages(tmp_path / "spdx", spdx) == []
+    assert cyclonedx_errors(cdx) is None
     # trivy's secret scanner, offline, finds exactly the allowed files in every output.
     expected = {"srv/app/.env", "etc/ssl/private/server.key"}
     cache = tmp_path / "trivy-cache"
