@@ -6,8 +6,9 @@ private-key folders of OpenSSL and Let's Encrypt, ``~/.ssh`` private keys, ``.en
 Kubernetes clients, and account files (``shadow``, ``gshadow``, ``passwd``, ``group``) that hold
 a real password hash. *Content rules* are regular expressions over text files, after trivy's
 built-in rules: whole PEM and OpenSSH private key blocks (a BEGIN line, a base64 body and the
-END line: OpenSSL's libraries hold the marker text as constants), AWS access key ids and secret keys,
-GitHub, GitLab and Slack tokens, Stripe live keys, Google API keys, and credentials inside URLs.
+END line: OpenSSL's libraries hold the marker text as constants), AWS access key ids and secret
+keys, GitHub, GitLab and Slack tokens, Stripe live keys, Google API keys, and credentials inside
+URLs.
 Unlike trivy, no folder is skipped (``usr/lib``, ``usr/share`` included).
 
 Cost is bounded: a file whose first block holds a NUL byte or starts as ELF is binary and gets
