@@ -328,9 +328,10 @@ def _add_traced(
         shown = " ".join(shlex.quote(a) for a in run.args)
         log.info("traced %s %s: %d files", program, shown, len(result.files))
         if run.program is None:
-            traced = f"--trace {shlex.quote(shown)} (runs {program})"
+            traced = f"--trace {_quoted(shown)} (runs {program})"
         else:
-            traced = f"--trace-cmd {shlex.quote(' '.join([run.program, *run.args]))}"
+            command = " ".join(shlex.quote(a) for a in (run.program, *run.args))
+            traced = f"--trace-cmd {_quoted(command)}"
         # Folders (a whole codec package) go in with their content, as an --extra would.
         codecs = codec_modules(resolver.root, result.files)
         elves += planner.add_extras(codecs, "--trace", why=f"{traced}: a codec package it used")
@@ -363,6 +364,14 @@ def _add_traced(
                 with planner.because(f"{traced}: {result.reasons.get(directory, 'used')}"):
                     planner.add_path(directory, "traced")
     return elves
+
+
+def _quoted(text: str) -> str:
+    """ARGS as a user would have quoted them on the command line."""
+    if "'" not in text:
+        return f"'{text}'"
+    plain = not any(ch in text for ch in '"\\$`')  # nothing a shell expands in "..."
+    return f'"{text}"' if plain else shlex.quote(text)
 
 
 def _made_by(created: frozenset[str], path: str) -> bool:

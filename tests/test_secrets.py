@@ -473,7 +473,10 @@ def test_credentials_a_traced_program_read_are_refused(tmp_path: Path) -> None:
         ("/root/.docker/config.json", "docker-config"),
     }
     aws_why = found[("/root/.aws/credentials", "aws-access-key-id")][1]
-    assert aws_why.startswith("--trace '-c ") and "(runs /usr/bin/dash): open" in aws_why
+    assert aws_why.startswith(
+        "--trace \"-c 'read x < /root/.aws/credentials; read y < /srv/data.txt'\" "
+        "(runs /usr/bin/dash): open"
+    ), aws_why
     docker_why = found[("/root/.docker/config.json", "docker-config")][1]
     assert docker_why.startswith("--trace-cmd 'cat /root/.docker/config.json': open")
     # --exclude leaves them out of the traced files; the input the run read stays.
