@@ -607,3 +607,21 @@ def test_excluded_and_allowed_secrets_are_what_trivy_finds(tmp_path: Path) -> No
     (control / "srv").mkdir(parents=True)
     shutil.copytree(root / "srv/app/conf", control / "srv/conf")
     assert "srv/conf/settings.ini" in _trivy_secrets(trivy, "fs", control, cache)
+
+
+@needs_glibc
+@needs_tools
+@needs_libssl
+def test_exclude_matches_a_link_as_spelt_and_what_it_names(tmp_path: Path) -> None:
+    root = _root(tmp_path)
+    for glob in ("/usr/lib/ssl/private", "/etc/ssl/private", "private"):
+        out = tmp_path / f"out-{glob.replace('/', '_')}"
+        done = run(
+            *("--root", str(root), "/usr/bin/true", "--extra", "/opt/tls", "--exclude", glob),
+            *("-o", str(out), "--json", "-v"),
+        )
+        assert done.returncode == 0, done.stderr
+        paths = {f["path"] for f in json.loads(done.stdout)["files"]}
+        assert "/usr/lib/ssl/openssl.cnf" in paths
+        assert not {p for p in paths if p.startswith(("/etc/ssl", "/usr/lib/ssl/private"))}
+        assert f"left out (--exclude {glob})" in done.stderr
