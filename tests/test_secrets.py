@@ -29,8 +29,9 @@ import pytest
 from fakeroot import host_has_glibc_x86_64, make_root, run
 from test_sbom import cyclonedx_errors, spdx_messages
 
-from bundler.staging.plan import glob_matches
+from bundler.staging.plan import FILE, Entry, Plan, glob_matches
 from bundler.staging.secrets import (
+    check_plan,
     is_binary,
     password_hash_lines,
     path_rule,
@@ -625,3 +626,21 @@ def test_exclude_matches_a_link_as_spelt_and_what_it_names(tmp_path: Path) -> No
         assert "/usr/lib/ssl/openssl.cnf" in paths
         assert not {p for p in paths if p.startswith(("/etc/ssl", "/usr/lib/ssl/private"))}
         assert f"left out (--exclude {glob})" in done.stderr
+
+
+def test_files_scratchpack_writes_are_checked_too() -> None:
+    plan = Plan()
+    passwd = f"root:{HASH}:0:0:root:/root:/bin/sh\n".encode()
+    plan.entries["/etc/passwd"] = Entry(
+        "/etc/passwd", FILE, 0o644, "extra", size=len(passwd), data=passwd, why="--user root"
+    )
+    plan.entries["/etc/app.json"] = Entry(
+        "/etc/app.json", FILE, 0o644, "extra", data=f'{{"t": "{SLACK}"}}'.encode(), why="w"
+    )
+    check = check_plan(plan)
+    assert [(f.path, f.rule, f.line, f.why) for f in check.refused] == [
+        ("/etc/app.json", "slack-token", 1, "w"),
+        ("/etc/passwd", "password-hash", 1, "--user root"),
+    ]
+    allowed = check_plan(plan, ("/etc/app.json",))
+    assert [(f.path, glob) for f, glob in allowed.allowed] == [("/etc/app.json", "/etc/app.json")]
