@@ -54,8 +54,8 @@ Examples:
   scratchpack --list --root ./rootfs nginx resolve inside an unpacked image, as chroot would
 
 \b
-Exit codes: 0 done; 1 the closure is incomplete (missing libraries); 2 bad usage or bad
-input; 130 interrupted.
+Exit codes: 0 done; 1 the closure is incomplete (missing libraries) or a file would take a
+secret into the image (nothing written); 2 bad usage or bad input; 130 interrupted.
 """
 
 
