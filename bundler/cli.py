@@ -57,8 +57,8 @@ Examples:
   scratchpack --list --root ./rootfs nginx resolve inside an unpacked image, as chroot would
 
 \b
-Exit codes: 0 done; 1 the closure is incomplete (missing libraries); 2 bad usage or bad
-input; 130 interrupted.
+Exit codes: 0 done; 1 the closure is incomplete (missing libraries) or a file would take a
+secret into the image (nothing written); 2 bad usage or bad input; 130 interrupted.
 """
 
 
@@ -68,7 +68,16 @@ input; 130 interrupted.
 HELP_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "What to pack",
-        ("root", "list_only", "extra", "entrypoint", "allow_missing", "keep_setuid"),
+        (
+            "root",
+            "list_only",
+            "extra",
+            "exclude_globs",
+            "allow_secrets",
+            "entrypoint",
+            "allow_missing",
+            "keep_setuid",
+        ),
     ),
     (
         "Run-time files (what ldd cannot see)",
@@ -201,6 +210,23 @@ class SectionedCommand(click.Command):
     metavar="PATH",
     help="Also pack PATH: a file, a folder (recursively) or a glob; ELF files bring their "
     "closure. Repeatable.",
+)
+@click.option(
+    "--exclude",
+    "exclude_globs",
+    multiple=True,
+    metavar="GLOB",
+    help="Leave out files --extra, --with and traces would bring (as .dockerignore does): "
+    "a GLOB with a / matches the in-image path (/srv/app/*.log), one without matches any name "
+    "on it (.git, *.pem); a matching folder takes its content. Repeatable.",
+)
+@click.option(
+    "--allow-secret",
+    "allow_secrets",
+    multiple=True,
+    metavar="GLOB",
+    help="Pack a file the secrets check refuses, on purpose (a TLS key the service needs); "
+    "GLOB as for --exclude. Recorded in --json and in the SBOMs. Repeatable.",
 )
 @click.option(
     "--with",
@@ -412,6 +438,7 @@ def _pack(opts: dict[str, Any], resolver: Resolver, search_path: tuple[str, ...]
             keep_setuid=opts["keep_setuid"],
             # Never pack our own outputs (a folder of them, or an --oci layout, under /).
             exclude=tuple(os.path.realpath(p) for p in (output, oci, archive) if p),
+            exclude_globs=tuple(opts["exclude_globs"]),
             ephemeral=_runtime_mounts() if resolver.root.is_host else frozenset(),
         ),
         image=ImageConfig(
@@ -443,7 +470,9 @@ def _pack(opts: dict[str, Any], resolver: Resolver, search_path: tuple[str, ...]
         package_metadata=not opts["no_package_metadata"],
         push=opts["push"],
         insecure_registry=opts["insecure_registry"],
+        allow_secrets=tuple(opts["allow_secrets"]),
     )
+    _warn_public_config(options.image)
     baseline = None
     if resolver.settings.hwcaps != ():
         baseline = Resolver(resolver.root, replace(resolver.settings, hwcaps=()))
@@ -460,6 +489,23 @@ def _pack(opts: dict[str, Any], resolver: Resolver, search_path: tuple[str, ...]
     if opts["build_tag"] and output:
         verify = _split_args(opts["verify"], "--verify")
         _build(opts["build_tag"], verify, opts["verify_timeout"], Path(output), plan.platform)
+
+
+def _warn_public_config(config: ImageConfig) -> None:
+    """--env and --label values that look like secrets: the image config is public."""
+    from bundler.staging.secrets import scan_value
+
+    for option, pairs in (("--env", config.env), ("--label", config.labels)):
+        for key, value in pairs:
+            rules = scan_value(value)
+            if rules:
+                log.warning(
+                    "%s %s: the value matches %s; the image config is public (anyone who pulls "
+                    "the image reads it): pass secrets at run time instead",
+                    option,
+                    key,
+                    ", ".join(rules),
+                )
 
 
 def _registry_access(quiet: bool) -> RegistryAccess:

@@ -39,6 +39,12 @@ class IncompleteClosure(ScratchpackError):
     exit_code = 1
 
 
+class SecretsFound(ScratchpackError):
+    """The plan would take a secret into the image (the pack refuses it)."""
+
+    exit_code = 1
+
+
 class Interrupted(BaseException):
     """SIGINT or SIGTERM, raised where the program is, so that temporary files are removed on
     the way out. A BaseException, like KeyboardInterrupt, so no ``except Exception`` eats it;

@@ -5,6 +5,7 @@ Nothing is written until the whole plan stands; then each output is swapped into
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -37,10 +38,11 @@ from bundler.packages.metadata import (
     sizes_by_package,
 )
 from bundler.runtime.interpreters import warn_interpreters
-from bundler.runtime.needs import Runtime, trace_user
+from bundler.runtime.needs import Runtime, expand_groups, trace_user
 from bundler.runtime.python_codecs import codec_modules
 from bundler.staging.output import OutputDir
 from bundler.staging.plan import FILE, HARDLINK, SYMLINK, Entry, Plan, Planner, PlanOptions
+from bundler.staging.secrets import refuse_secrets
 from bundler.staging.tree import build_tree, write_tarball
 
 if TYPE_CHECKING:
@@ -86,6 +88,7 @@ class PackOptions:
     package_metadata: bool = True
     push: str | None = None  # --push REF: the registry reference to push the image to
     insecure_registry: bool = False  # --insecure-registry: plain HTTP allowed for --push
+    allow_secrets: tuple[str, ...] = ()  # --allow-secret GLOBs: secrets packed on purpose
 
     @property
     def layered(self) -> bool:
@@ -154,9 +157,11 @@ def make_plan(
     platform = image_platform(resolver, binaries)  # again, with what extras and traces added
     database = open_database(resolver.root)
     if options.layered and database is not None:
-        complete_for_sharing(planner, database, binaries)
+        with planner.because("shared layers: the other shared objects of a needed package"):
+            complete_for_sharing(planner, database, binaries)
     if options.package_metadata:
-        _add_package_metadata(planner, database)
+        with planner.because("package metadata for scanners (--no-package-metadata)"):
+            _add_package_metadata(planner, database)
     plan = planner.plan
     plan.platform = str(platform) if platform else None
     plan.programs.append(entrypoint)
@@ -165,11 +170,14 @@ def make_plan(
         warn_interpreters(resolver.root, binaries, plan.entries)
     if _needs_ld_so_cache(binaries) and resolver.root.is_file(LD_SO_CACHE):
         log.info("%s goes in: some libraries are found only through it", LD_SO_CACHE)
-        planner.add_path(LD_SO_CACHE, "config")
+        with planner.because("some libraries are found only through ld.so.cache"):
+            planner.add_path(LD_SO_CACHE, "config")
     ld_path = resolver.settings.ld_library_path
     vias = (lib.via for b in binaries for lib in b.libraries)
     if ld_path and any(via.endswith("LD_LIBRARY_PATH") for via in vias):
         plan.env["LD_LIBRARY_PATH"] = ld_path
+    # Every file of the complete plan, whatever brought it, before anything is written.
+    refuse_secrets(plan, options.allow_secrets)
     return plan, binaries
 
 
@@ -198,19 +206,40 @@ def _add_runtime(
     loader = resolver.loader_of(glibc) if glibc else None
     version = loader.version if loader else DEFAULT_GLIBC
     runtime = Runtime(resolver.root, version, options.plan.ephemeral)
-    runtime.groups(options.with_groups, options.tz)
-    if options.user:
-        runtime.user(options.user)
-    for spec in options.mkdirs:
-        runtime.mkdir(spec)
     added = runtime.add
-    elves = planner.add_extras(added.paths)
+    whys: dict[str, str] = {}  # what each path, generated file or folder is there for
+
+    def note(why: str, step: Callable[[], None]) -> None:
+        generated = dict(added.generated)
+        counts = len(added.paths), len(added.directories), len(added.libraries)
+        step()
+        new = added.paths[counts[0] :] + [d.path for d in added.directories[counts[1] :]]
+        new += [f"lib:{name}" for name in added.libraries[counts[2] :]]
+        new += [p for p in added.links if p not in whys]
+        for key in new:
+            whys.setdefault(key, why)
+        for path, data in added.generated.items():
+            if generated.get(path) != data:  # passwd: --with users, then --user's account
+                whys[path] = f"{whys[path]}, {why}" if path in whys else why
+
+    for group in expand_groups(options.with_groups):
+        note(f"--with {group}", functools.partial(runtime.groups, [group], options.tz))
+    if options.user:
+        note(f"--user {options.user}", functools.partial(runtime.user, options.user))
+    for spec in options.mkdirs:
+        note(f"--mkdir {spec}", functools.partial(runtime.mkdir, spec))
+    elves: list[str] = []
+    for path in added.paths:
+        elves += planner.add_extras([path], "--with", why=whys.get(path))
     for path, data in sorted(added.generated.items()):
-        planner.add_generated(path, data)
+        with planner.because(f"{whys.get(path, '')}: written by scratchpack".lstrip(": ")):
+            planner.add_generated(path, data)
     for path, target in sorted(added.links.items()):
-        planner.add_symlink(path, target)
+        with planner.because(whys.get(path, "")):
+            planner.add_symlink(path, target)
     for new in added.directories:
-        planner.add_directory(new.path, new.mode, new.uid, new.gid)
+        with planner.because(whys.get(new.path, "")):
+            planner.add_directory(new.path, new.mode, new.uid, new.gid)
     planner.plan.env.update(added.env)
     for soname in added.libraries:
         found = resolver.find_library(soname, glibc) if glibc else None
@@ -222,6 +251,8 @@ def _add_runtime(
             )
             continue
         log.info("%s => %s (named in nsswitch.conf)", soname, found)
+        why = whys.get(f"lib:{soname}", "--with nss")
+        planner.program_why.setdefault(found, f"{why}: {soname} named in nsswitch.conf")
         elves.append(found)
     return elves
 
@@ -297,11 +328,21 @@ def _add_traced(
         )
         shown = " ".join(shlex.quote(a) for a in run.args)
         log.info("traced %s %s: %d files", program, shown, len(result.files))
+        if run.program is None:
+            traced = f"--trace {_quoted(shown)} (runs {program})"
+        else:
+            command = " ".join(shlex.quote(a) for a in (run.program, *run.args))
+            traced = f"--trace-cmd {_quoted(command)}"
         # Folders (a whole codec package) go in with their content, as an --extra would.
-        elves += planner.add_extras(codec_modules(resolver.root, result.files))
+        codecs = codec_modules(resolver.root, result.files)
+        elves += planner.add_extras(codecs, "--trace", why=f"{traced}: a codec package it used")
         written = {root.resolve(path) for path in result.written}
         for path in result.files:
             if path in planner.plan.entries:
+                continue
+            glob = planner.excluded_by(path, root.resolve(path))
+            if glob is not None:
+                log.info("%s: left out (--exclude %s)", path, glob)
                 continue
             changed = root.resolve(path) in written and _changed_since(root, path, started)
             if changed or path in options.plan.ephemeral:
@@ -309,8 +350,10 @@ def _add_traced(
                 # files, not input the program needs.
                 log.info("%s: left out, the traced run wrote it", path)
                 continue
-            log.info("%s: added (traced: %s)", path, result.reasons.get(path, "used"))
-            planner.add_path(path, "traced")
+            reason = result.reasons.get(path, "used")
+            log.info("%s: added (traced: %s)", path, reason)
+            with planner.because(f"{traced}: {reason}"):
+                planner.add_path(path, "traced")
             if path not in result.looked_at and planner.is_elf(path):
                 elves.append(path)
         for directory in result.directories:
@@ -319,8 +362,17 @@ def _add_traced(
                 # the same run refuse ("exists but is not empty"), and a volume inherit it.
                 log.info("%s: left out, the traced run made it", directory)
             elif root.lstat(directory) is not None:
-                planner.add_path(directory, "traced")
+                with planner.because(f"{traced}: {result.reasons.get(directory, 'used')}"):
+                    planner.add_path(directory, "traced")
     return elves
+
+
+def _quoted(text: str) -> str:
+    """ARGS as a user would have quoted them on the command line."""
+    if "'" not in text:
+        return f"'{text}'"
+    plain = not any(ch in text for ch in '"\\$`')  # nothing a shell expands in "..."
+    return f'"{text}"' if plain else shlex.quote(text)
 
 
 def _made_by(created: frozenset[str], path: str) -> bool:
@@ -556,13 +608,21 @@ def _distroless_paths(
 def manifest(packed: Packed) -> dict[str, Any]:
     """The --json document of a pack: every entry, totals, and the outputs."""
     files = []
+    allowed: dict[str, list[dict[str, Any]]] = {}
+    for secret in packed.plan.allowed_secrets:
+        allowed.setdefault(secret.path, []).append(
+            {"rule": secret.rule, "line": secret.line, "glob": secret.glob}
+        )
     for entry in packed.plan.sorted_entries():
         item: dict[str, Any] = {
             "path": entry.path,
             "type": entry.type,
             "kind": entry.kind,
             "mode": f"{entry.mode:04o}",
+            "why": entry.why,
         }
+        if entry.path in allowed:
+            item["allowed_secrets"] = allowed[entry.path]
         if entry.type == FILE:
             item.update(source=entry.source or "generated", size=entry.size)
             if entry.data is not None or entry.source:
@@ -586,6 +646,9 @@ def manifest(packed: Packed) -> dict[str, Any]:
             for lib in b.problems
         ],
     }
+    document["secrets_allowed"] = [
+        {"path": path, **finding} for path, findings in allowed.items() for finding in findings
+    ]
     if packed.sizes:
         document["packages"] = size_json(packed.sizes)
     if packed.image is not None:

@@ -53,6 +53,8 @@ class Contents:
     files: tuple[PackedFile, ...]  # sorted by path
     os: OsRelease | None  # None when the root has no os-release
     epoch: int = 0  # SOURCE_DATE_EPOCH: the documents' creation time
+    # Secrets packed on purpose (--allow-secret): (in-image path, what and why), by path.
+    secrets: tuple[tuple[str, str], ...] = ()
 
     def files_of(self, package: str | None) -> tuple[PackedFile, ...]:
         return tuple(f for f in self.files if f.package == package)
@@ -102,7 +104,9 @@ def build_contents(
             licences = copyright_licences(text)
         packages.append(PackedPackage(database.packages[package_name], licences, packed))
     root = database.root if database is not None else None
-    return Contents(name, tuple(packages), files, os_release(root) if root else None, epoch)
+    secrets = tuple((s.path, s.note()) for s in plan.allowed_secrets)
+    os = os_release(root) if root else None
+    return Contents(name, tuple(packages), files, os, epoch, secrets)
 
 
 def _is_file(entry: Entry) -> bool:

@@ -98,7 +98,7 @@ def spdx_document(contents: Contents) -> dict[str, Any]:
         "documentNamespace": "",
         "creationInfo": {"created": rfc3339(contents.epoch), "creators": [f"Tool: {TOOL}"]},
         "packages": packages,
-        "files": [_spdx_file(f) for f in contents.files],
+        "files": [_spdx_file(f, contents) for f in contents.files],
         "relationships": _spdx_relationships(contents),
     }
     extracted = _extracted_licences(contents, licences)
@@ -174,7 +174,7 @@ def _spdx_package(
     return found
 
 
-def _spdx_file(packed: PackedFile) -> dict[str, Any]:
+def _spdx_file(packed: PackedFile, contents: Contents) -> dict[str, Any]:
     found: dict[str, Any] = {
         "SPDXID": file_spdx_id(packed.path),
         "fileName": "." + shown_path(packed.path),
@@ -187,6 +187,18 @@ def _spdx_file(packed: PackedFile) -> dict[str, Any]:
     }
     if packed.package is None:
         found["comment"] = "No package owns this file: the image holds it on its own."
+    notes = [note for path, note in contents.secrets if path == packed.path]
+    if notes:
+        # A reviewer's note on the file: it is a secret, in the image on purpose.
+        found["annotations"] = [
+            {
+                "annotationType": "REVIEW",
+                "annotator": f"Tool: {TOOL}",
+                "annotationDate": rfc3339(contents.epoch),
+                "comment": f"secret {note}",
+            }
+            for note in notes
+        ]
     return found
 
 
@@ -338,6 +350,7 @@ def cyclonedx_document(contents: Contents) -> dict[str, Any]:
                 ]
             },
             "component": {"type": "container", "bom-ref": image_ref, "name": contents.name},
+            **_cdx_secrets(contents),
         },
         "components": components,
         "dependencies": sorted(dependencies, key=lambda d: str(d["ref"])),
@@ -345,6 +358,19 @@ def cyclonedx_document(contents: Contents) -> dict[str, Any]:
     serial = uuid.uuid5(uuid.NAMESPACE_URL, hashlib.sha256(document_bytes(document)).hexdigest())
     document["serialNumber"] = serial.urn
     return document
+
+
+def _cdx_secrets(contents: Contents) -> dict[str, Any]:
+    """The secrets packed on purpose, as properties of the document (a file of a package is
+    no component of its own here)."""
+    if not contents.secrets:
+        return {}
+    return {
+        "properties": [
+            {"name": "scratchpack:allowed-secret", "value": f"{path}: {note}"}
+            for path, note in contents.secrets
+        ]
+    }
 
 
 def _os_ref(os: OsRelease) -> str:

@@ -244,7 +244,12 @@ class Runtime:
         group += [line for line in groups if line not in group and name in _members(line)]
         root_user = [line for line in passwd if line.startswith("root:")][:1]
         root_group = [line for line in groups if line.startswith("root:")][:1]
-        self._merge_account(Account((*root_user, entry), (*root_group, *group)))
+        # The password field becomes "x": a hash left in a root's passwd (or group) must not
+        # reach an image anyone can pull; the image has no shadow file, so no one logs in.
+        users = tuple(_no_password(line) for line in (*root_user, entry))
+        self._merge_account(
+            Account(users, tuple(_no_password(line) for line in (*root_group, *group)))
+        )
 
     def mkdir(self, spec: str) -> None:
         """--mkdir PATH[:MODE[:OWNER]], owner by name or id, default the --user."""
@@ -282,6 +287,14 @@ class Runtime:
             names = {line.split(":", 1)[0] for line in current}
             merged = current + [line for line in lines if line.split(":", 1)[0] not in names]
             self.add.generated[path] = ("\n".join(merged) + "\n").encode()
+
+
+def _no_password(line: str) -> str:
+    """A passwd or group line with ``x`` as its password field."""
+    fields = line.split(":")
+    if len(fields) > 2 and fields[1] != "x":
+        fields[1] = "x"
+    return ":".join(fields)
 
 
 def _members(group_line: str) -> list[str]:

@@ -9,13 +9,14 @@ files, setuid bits) are found here, so a run that cannot succeed writes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import logging
 import os
 import posixpath
 import stat
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from bundler.errors import IncompleteClosure, ScratchpackError, UsageError
@@ -61,6 +62,26 @@ class Entry:
     data: bytes | None = None  # FILE made by scratchpack (passwd, nsswitch.conf): its content
     uid: int = 0
     gid: int = 0
+    # What brought it, for a person: the DT_NEEDED chain, the --extra argument as written (and
+    # the links followed), the traced run and the call that opened it, the --with group... Not
+    # part of what the entry is: two images holding the same file for different reasons share
+    # its layer.
+    why: str = field(default="", compare=False)
+
+
+@dataclass(frozen=True)
+class AllowedSecret:
+    """A secret packed on purpose: the file, the rule it matched, the line (None: the path is
+    the finding), and the --allow-secret GLOB that let it in."""
+
+    path: str
+    rule: str
+    line: int | None
+    glob: str
+
+    def note(self) -> str:
+        where = f"line {self.line}" if self.line is not None else "its path"
+        return f"packed on purpose (--allow-secret {self.glob}): {self.rule} at {where}"
 
 
 @dataclass
@@ -71,6 +92,7 @@ class Plan:
     programs: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     platform: str | None = None  # linux/arm64/v8: what the programs' ELF machine runs on
+    allowed_secrets: list[AllowedSecret] = field(default_factory=list)  # --allow-secret
 
     def sorted_entries(self) -> list[Entry]:
         return [self.entries[p] for p in sorted(self.entries)]
@@ -105,6 +127,9 @@ class PlanOptions:
     allow_missing: bool = False
     keep_setuid: bool = False
     exclude: tuple[str, ...] = ()  # host paths never to pack (the output folder)
+    # --exclude GLOBs: in-image paths left out of --extra, --with and traces (the loader's
+    # closure stays whole: an image without a needed library would not start).
+    exclude_globs: tuple[str, ...] = ()
     # Files the container runtime bind-mounts into the build container (Docker's /etc/hosts,
     # /etc/resolv.conf, /etc/hostname): they describe that container, not the program.
     ephemeral: frozenset[str] = frozenset()
@@ -124,6 +149,19 @@ class Planner:
         self.hint = hint  # explains a missing library (ld.so.conf vs ld.so.cache), if it can
         self.plan = Plan()
         self._inodes: dict[tuple[int, int], str] = {}
+        self._why = ""
+        # Programs brought by something else than the command line (NSS modules nsswitch.conf
+        # names): their why, used when their closure is added.
+        self.program_why: dict[str, str] = {}
+
+    @contextlib.contextmanager
+    def because(self, why: str) -> Iterator[None]:
+        """Entries planned inside are there for ``why`` (the first reason a path gets stays)."""
+        previous, self._why = self._why, why
+        try:
+            yield
+        finally:
+            self._why = previous
 
     # -- closures ------------------------------------------------------------------------------
 
@@ -131,13 +169,17 @@ class Planner:
         listed = list(binaries)
         self._check_complete(listed)
         for binary in listed:
-            self.add_path(binary.path, PROGRAM)
+            why = self.program_why.get(binary.path) or self._why or "PROGRAM on the command line"
+            with self.because(why):
+                self.add_path(binary.path, PROGRAM)
             if binary.kind == "dynamic" and binary.interpreter:
-                self.add_path(binary.interpreter, INTERPRETER)
+                with self.because(f"PT_INTERP of {binary.path}"):
+                    self.add_path(binary.interpreter, INTERPRETER)
             for lib in binary.libraries:
                 if lib.ok and lib.path:
-                    self.add_path(lib.path, LIBRARY)
-                    self._add_hwcaps_name(lib.name, lib.path, lib.via)
+                    with self.because(_needed_why(lib.name, lib.chain, lib.via)):
+                        self.add_path(lib.path, LIBRARY)
+                        self._add_hwcaps_name(lib.name, lib.path, lib.via)
 
     def _check_complete(self, binaries: list[Binary]) -> None:
         problems = [(b, lib) for b in binaries for lib in b.problems]
@@ -180,10 +222,13 @@ class Planner:
 
     # -- extras --------------------------------------------------------------------------------
 
-    def add_extras(self, specs: Iterable[str], option: str = "--extra") -> list[str]:
+    def add_extras(
+        self, specs: Iterable[str], option: str = "--extra", why: str | None = None
+    ) -> list[str]:
         """Add --extra paths (files, directories recursively, globs); returns ELF files found.
 
-        ``option`` names where the paths came from in errors (``--extra``, ``--with``, ...)."""
+        ``option`` names where the paths came from in errors (``--extra``, ``--with``, ...);
+        ``why`` says what brought them (default: the option and the path as written)."""
         elf_files: list[str] = []
         for spec in specs:
             matches = self._expand_extra(spec)
@@ -197,7 +242,7 @@ class Planner:
                 raise UsageError(f"{spec}: {option} matches nothing{where}")
             for match in matches:
                 try:
-                    elf_files.extend(self._add_extra_tree(match))
+                    elf_files.extend(self._add_extra_tree(match, why or f"{option} {spec}"))
                 except ScratchpackError as exc:
                     # Name the argument as the user wrote it: a link deep inside a folder is
                     # found only by knowing which --extra led there.
@@ -235,7 +280,7 @@ class Planner:
             bases = found
         yield from bases
 
-    def _add_extra_tree(self, path: str) -> list[str]:
+    def _add_extra_tree(self, path: str, why: str) -> list[str]:
         """Add a path and, for a folder, everything below it; the ELF files met.
 
         A link stays a link, and what it names comes too: a link to a folder brings the folder
@@ -243,12 +288,16 @@ class Planner:
         ``/usr/share/nginx/modules -> ../../lib/nginx/modules`` must arrive with the modules).
         """
         elf_files: list[str] = []
-        self._add_extra_item(path, True, set(), elf_files)
+        with self.because(why):  # links packed as links only, not followed, say it too
+            self._add_extra_item(path, True, set(), elf_files, why)
         return elf_files
 
-    def _add_extra_item(self, item: str, named: bool, walked: set[str], elves: list[str]) -> None:
+    def _add_extra_item(
+        self, item: str, named: bool, walked: set[str], elves: list[str], why: str
+    ) -> None:
         """``named``: the path the user gave (not something found below it). ``walked``: the
-        folders (resolved) whose content was added already, so each is walked once."""
+        folders (resolved) whose content was added already, so each is walked once. ``why``:
+        what brought it, with every link followed on the way."""
         st = self.root.lstat(item)
         if st is None:
             return
@@ -258,11 +307,13 @@ class Planner:
                 return
             item_st = self.root.lstat(target)
             assert item_st is not None  # _followed_link checked it
+            why = f"{why}, link {item} -> {target}"
         else:
             target, item_st = item, st
-        if not self._packable(item, item_st.st_mode):
+        if not self._packable(item, item_st.st_mode, target):
             return
-        self.add_path(item, EXTRA)  # a link with every link on the way, then what it names
+        with self.because(why):
+            self.add_path(item, EXTRA)  # a link with every link on the way, then what it names
         if stat.S_ISREG(item_st.st_mode) and self.is_elf(item):
             elves.append(item)
         if not stat.S_ISDIR(item_st.st_mode):
@@ -272,7 +323,7 @@ class Planner:
             return
         walked.add(folder)
         for name in sorted(self.root.listdir(folder)):
-            self._add_extra_item(posixpath.join(folder, name), False, walked, elves)
+            self._add_extra_item(posixpath.join(folder, name), False, walked, elves, why)
 
     def _followed_link(self, link: str, named: bool) -> str | None:
         """What a link under --extra names (a resolved image path), or None when only the link
@@ -310,18 +361,29 @@ class Planner:
             return None
         return target
 
-    def _packable(self, item: str, mode: int) -> bool:
-        """Whether an --extra item (``mode``: of what it finally names) goes in."""
+    def _packable(self, item: str, mode: int, target: str | None = None) -> bool:
+        """Whether an --extra item (``mode``: of what it finally names, ``target``) goes in."""
         if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
             # A link is judged by what it names: a link to a FIFO is as unpackable as the FIFO.
             log.warning("%s: skipped, a %s is not packed", item, _special_name(mode))
             return False
         if self._excluded(item):
             return False
+        glob = self.excluded_by(item, target)
+        if glob is not None:
+            log.info("%s: left out (--exclude %s)", item, glob)
+            return False
         if item in self.options.ephemeral:
             log.info("%s: skipped, the build container's runtime mounted it", item)
             return False
         return True
+
+    def excluded_by(self, *paths: str | None) -> str | None:
+        """The --exclude GLOB that leaves a path out (as spelt, or what it names), if any."""
+        for glob in self.options.exclude_globs:
+            if any(path is not None and glob_matches(path, glob) for path in paths):
+                return glob
+        return None
 
     def _excluded(self, image_path: str) -> bool:
         host = self.root.host_path(self.root.resolve(image_path))
@@ -428,6 +490,8 @@ class Planner:
     def _put(self, entry: Entry) -> None:
         if entry.path == "/":
             return
+        if not entry.why and self._why:
+            entry = replace(entry, why=self._why)
         self.plan.entries.setdefault(entry.path, entry)
         parent = posixpath.dirname(entry.path)
         if parent != "/" and parent not in self.plan.entries:
@@ -440,17 +504,17 @@ class Planner:
     def add_generated(self, path: str, data: bytes, mode: int = 0o644, kind: str = EXTRA) -> None:
         """A file scratchpack writes itself; it replaces a file of the root planned there."""
         real = self._new_path(path)
-        entry = Entry(real, FILE, mode, kind, size=len(data), data=data)
+        entry = Entry(real, FILE, mode, kind, size=len(data), data=data, why=self._why)
         self.plan.entries[real] = entry
 
     def add_symlink(self, path: str, target: str) -> None:
         real = self._new_path(path)
-        self.plan.entries[real] = Entry(real, SYMLINK, 0o777, LINK, target=target)
+        self.plan.entries[real] = Entry(real, SYMLINK, 0o777, LINK, target=target, why=self._why)
 
     def add_directory(self, path: str, mode: int, uid: int = 0, gid: int = 0) -> None:
         """An (empty) directory with its own mode and owner (--mkdir, /tmp)."""
         real = self._new_path(path)
-        self.plan.entries[real] = Entry(real, DIR, mode, EXTRA, uid=uid, gid=gid)
+        self.plan.entries[real] = Entry(real, DIR, mode, EXTRA, uid=uid, gid=gid, why=self._why)
 
     def _new_path(self, path: str) -> str:
         """Where a new path lands: its deepest existing ancestor is added as spelt (links and
@@ -472,7 +536,32 @@ class Planner:
         if directory == "/" or directory in self.plan.entries:
             return
         self._ensure_dirs(posixpath.dirname(directory))
-        self.plan.entries[directory] = Entry(directory, DIR, 0o755, PARENT)
+        self.plan.entries[directory] = Entry(directory, DIR, 0o755, PARENT, why=self._why)
+
+
+def glob_matches(path: str, pattern: str) -> bool:
+    """Whether an in-image ``path`` is matched by an --exclude/--allow-secret ``pattern``.
+
+    A pattern with a ``/`` is matched against the whole path (``/srv/app/*.log``; ``*`` crosses
+    folders), one without against each name on the path (``.git``, ``*.pem``); a folder that
+    matches takes everything below it, as in .dockerignore."""
+    if "/" in pattern:
+        pattern = "/" + pattern.strip("/")
+        current = ""
+        for part in [p for p in path.split("/") if p]:
+            current += "/" + part
+            if fnmatch.fnmatchcase(current, pattern):
+                return True
+        return False
+    return any(fnmatch.fnmatchcase(part, pattern) for part in path.split("/") if part)
+
+
+def _needed_why(name: str, chain: tuple[str, ...], via: str) -> str:
+    """``DT_NEEDED /usr/bin/curl -> libcurl.so.4 -> libssl.so.3``; ``dlopen ...`` for a
+    .note.dlopen entry, ``libc dlopen ...`` for what glibc itself loads."""
+    steps = [posixpath.basename(p) if i else p for i, p in enumerate(reversed(chain))]
+    how = via.split(" via ")[0] if "dlopen" in via else "DT_NEEDED"  # .note.dlopen, libc's own
+    return f"{how} " + " -> ".join([*steps, name])
 
 
 def _climbs_above_top(folder: str, text: str) -> bool:
