@@ -18,7 +18,6 @@ Every file is read through ``FsRoot``, so nothing outside ``--root`` is ever tou
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import os
 import posixpath
@@ -194,7 +193,7 @@ class _ConfReader:
     def _include(self, conf_path: str, pattern: str) -> None:
         if not pattern.startswith("/"):
             pattern = posixpath.dirname(conf_path) + "/" + pattern
-        for match in _glob(self.root, pattern):
+        for match in self.root.glob(pattern):
             self.parse(match)
 
     def _add_dir(self, conf_path: str, lineno: int, line: str) -> None:
@@ -224,37 +223,6 @@ def _normalise(directory: str) -> str:
     return "/" + "/".join(parts)
 
 
-_MAGIC = re.compile(r"[*?\[]")
-
-
-def _glob(root: FsRoot, pattern: str) -> list[str]:
-    """glob(3) with flags 0 over the root: existing paths only, sorted bytewise (C collation)."""
-    found = ["/"]
-    components = [c for c in pattern.split("/") if c]
-    for index, component in enumerate(components):
-        last = index == len(components) - 1
-        found = [p for base in found for p in _glob_step(root, base, component, last)]
-        if not found:
-            return []
-    return sorted(found, key=os.fsencode)
-
-
-def _glob_step(root: FsRoot, base: str, component: str, last: bool) -> list[str]:
-    join = base.rstrip("/") + "/"
-    if not _MAGIC.search(component):
-        candidates = [join + component]
-    else:
-        translated = component.replace("[^", "[!")  # glibc also takes ^ for negation
-        candidates = [
-            join + name
-            for name in root.listdir(base)
-            # A leading '.' must be matched literally, as glob does without GLOB_PERIOD.
-            if fnmatch.fnmatchcase(name, translated)
-            and (not name.startswith(".") or component.startswith("."))
-        ]
-    if last:
-        return [c for c in candidates if root.lstat(c) is not None]
-    return [c for c in candidates if root.is_dir(c)]
 
 
 def read_ld_so_conf(root: FsRoot, path: str = "/etc/ld.so.conf") -> LdSoConf:

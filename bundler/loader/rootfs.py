@@ -11,15 +11,19 @@ With the root ``/`` the kernel already resolves paths this way, so the host's ow
 from __future__ import annotations
 
 import errno
+import fnmatch
 import os
 import posixpath
+import re
 import stat
+from collections.abc import Iterable
 from functools import lru_cache
 
 from bundler.errors import UsageError
 
 # Linux gives up on a path after 40 symbolic links (MAXSYMLINKS); so do we.
 MAX_SYMLINKS = 40
+_GLOB_MAGIC = re.compile(r"[*?\[]")  # a glob component that is not a plain name
 
 
 class SymlinkLoop(UsageError):
@@ -64,6 +68,42 @@ class FsRoot:
         if self.is_host:
             return image_path
         return self.top + image_path if image_path != "/" else self.top
+
+    def lies_in(self, resolved: str, host_folders: Iterable[str]) -> bool:
+        """Whether an already-resolved image path is, on the host, one of ``host_folders`` or
+        below one (what scratchpack must never pack: its own output folder, say)."""
+        host = self.host_path(resolved)
+        tops = (folder.rstrip("/") for folder in host_folders)
+        return any(host == top or host.startswith(top + "/") for top in tops)
+
+    def glob(self, pattern: str) -> list[str]:
+        """glob(3) with flags 0 over the root, for an absolute pattern: existing paths only
+        (links not followed at the end), sorted bytewise (C collation); a leading '.' is
+        matched only literally, and ``[^...]`` negates as ``[!...]`` does."""
+        found = ["/"]
+        components = [c for c in pattern.split("/") if c]
+        for index, component in enumerate(components):
+            last = index == len(components) - 1
+            found = [p for base in found for p in self._glob_step(base, component, last)]
+            if not found:
+                return []
+        return sorted(found, key=os.fsencode)
+
+    def _glob_step(self, base: str, component: str, last: bool) -> list[str]:
+        join = base.rstrip("/") + "/"
+        if not _GLOB_MAGIC.search(component):
+            candidates = [join + component]
+        else:
+            translated = component.replace("[^", "[!")  # glibc also takes ^ for negation
+            candidates = [
+                join + name
+                for name in self.listdir(base)
+                if fnmatch.fnmatchcase(name, translated)
+                and (not name.startswith(".") or component.startswith("."))
+            ]
+        if last:
+            return [c for c in candidates if self.lstat(c) is not None]
+        return [c for c in candidates if self.is_dir(c)]
 
     def resolve(self, image_path: str) -> str:  # replaced per instance by a cached bound method
         raise NotImplementedError

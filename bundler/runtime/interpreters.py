@@ -11,7 +11,6 @@ image builds, and fails when it runs.
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import logging
 import os
 import posixpath
@@ -131,26 +130,12 @@ def _language_of(root: FsRoot, program: str) -> tuple[Language, str] | None:
 def _module_folders(root: FsRoot, language: Language, version: str) -> list[str]:
     folders: list[str] = []  # resolved: perl/5.36 is a link to perl/5.36.0, said once
     for pattern in language.module_dirs:
-        for path in _glob(root, pattern.format(version=version or "*")):
+        matches = root.glob(pattern.format(version=version or "*"))
+        for path in (match for match in matches if root.is_dir(match)):
             real = root.resolve(path)
             if real not in folders:
                 folders.append(real)
     return folders
-
-
-def _glob(root: FsRoot, pattern: str) -> list[str]:
-    """Folders of the root matching an absolute pattern (wildcards in any component)."""
-    bases = ["/"]
-    for part in (p for p in pattern.split("/") if p):
-        found = []
-        for base in bases:
-            names = root.listdir(base) if any(c in part for c in "*?[") else [part]
-            for name in sorted(names):
-                candidate = posixpath.join(base, name)
-                if fnmatch.fnmatchcase(name, part) and root.is_dir(candidate):
-                    found.append(candidate)
-        bases = found
-    return bases
 
 
 def _planned_below(planned: Collection[str], folder: str) -> bool:

@@ -692,7 +692,7 @@ class _Collector:
             resolved = self.root.resolve(path)
         except SymlinkLoop:
             return None
-        if _special(resolved) or self._excluded(resolved):
+        if _special(resolved) or self.root.lies_in(resolved, self.exclude):
             return None
         st = self.root.stat(resolved)
         if st is None:
@@ -700,10 +700,6 @@ class _Collector:
         if stat.S_ISREG(st.st_mode):
             return "file"
         return "dir" if stat.S_ISDIR(st.st_mode) else None  # sockets, fifos: made at run time
-
-    def _excluded(self, resolved: str) -> bool:
-        host = self.root.host_path(resolved)
-        return any(host == ex or host.startswith(ex.rstrip("/") + "/") for ex in self.exclude)
 
     def _interpreters(self, path: str, depth: int) -> None:
         """The kernel loads a script's interpreter and an ELF's PT_INTERP without a call that

@@ -258,27 +258,7 @@ class Planner:
             raise UsageError(f"{spec}: --extra takes absolute paths (in-image under --root)")
         if not any(ch in image for ch in "*?["):
             return [posixpath.normpath(image)] if self.root.lstat(image) is not None else []
-        return sorted(self._glob(image))
-
-    def _glob(self, pattern: str) -> Iterator[str]:
-        parts = [p for p in pattern.split("/") if p]
-        bases = ["/"]
-        for index, part in enumerate(parts):
-            last = index == len(parts) - 1
-            found: list[str] = []
-            for base in bases:
-                if not any(ch in part for ch in "*?["):
-                    candidate = posixpath.join(base, part)
-                    if self.root.lstat(candidate) is not None:
-                        found.append(candidate)
-                    continue
-                for name in sorted(self.root.listdir(base)):
-                    if fnmatch.fnmatchcase(name, part) and (part.startswith(".") or name[0] != "."):
-                        candidate = posixpath.join(base, name)
-                        if last or self.root.is_dir(candidate):
-                            found.append(candidate)
-            bases = found
-        yield from bases
+        return sorted(self.root.glob(image))
 
     def _add_extra_tree(self, path: str, why: str) -> list[str]:
         """Add a path and, for a folder, everything below it; the ELF files met.
@@ -386,8 +366,7 @@ class Planner:
         return None
 
     def _excluded(self, image_path: str) -> bool:
-        host = self.root.host_path(self.root.resolve(image_path))
-        return any(host == ex or host.startswith(ex + "/") for ex in self.options.exclude)
+        return self.root.lies_in(self.root.resolve(image_path), self.options.exclude)
 
     def is_elf(self, image_path: str) -> bool:
         try:
