@@ -91,17 +91,7 @@ def trace_user(root: FsRoot, spec: str) -> UserIds:
     name, _, group = spec.partition(":")
     passwd = _lines(root, "/etc/passwd")
     groups = _lines(root, "/etc/group")
-    fields = next(
-        (
-            f
-            for f in (line.split(":") for line in passwd)
-            if len(f) >= 6
-            and f[2].isdigit()
-            and f[3].isdigit()
-            and (f[0] == name or (name.isdigit() and f[2] == name))
-        ),
-        None,
-    )
+    fields = _passwd_fields(passwd, name)
     if fields is None and not name.isdigit():
         raise UsageError(f"--trace-user {spec}: no such user in the root's /etc/passwd")
     uid = int(fields[2]) if fields else int(name)
@@ -110,9 +100,9 @@ def trace_user(root: FsRoot, spec: str) -> UserIds:
         gid = _lookup(group, groups, 2, 2, "group")[0]
     user_name = fields[0] if fields else name
     member_of = [gid]
-    for line in groups:
+    for line in _member_groups(groups, user_name):
         group_id = line.split(":")[2:3]
-        if group_id and group_id[0].isdigit() and user_name in _members(line):
+        if group_id and group_id[0].isdigit():
             member_of.append(int(group_id[0]))
     home = fields[5] if fields and fields[5].startswith("/") else "/"
     return UserIds(user_name, uid, gid, tuple(dict.fromkeys(member_of)), home)
@@ -233,15 +223,15 @@ class Runtime:
         if name.isdigit():
             return  # a numeric id needs no account, as with docker run --user
         passwd = self._root_lines("/etc/passwd")
-        entry = next((line for line in passwd if line.split(":", 1)[0] == name), None)
-        if entry is None:
+        fields = _passwd_fields(passwd, name)
+        if fields is None:
             raise UsageError(f"--user {name}: no such user in the root's /etc/passwd")
-        gid = entry.split(":")[3]
+        entry, gid = ":".join(fields), fields[3]
         groups = self._root_lines("/etc/group")
         group = [line for line in groups if line.split(":")[2:3] == [gid]][:1]
         # Its other groups too: a key readable only by ssl-cert must stay readable by postgres
         # (the process gets its groups from the image's /etc/group, not from the root's).
-        group += [line for line in groups if line not in group and name in _members(line)]
+        group += [line for line in _member_groups(groups, name) if line not in group]
         root_user = [line for line in passwd if line.startswith("root:")][:1]
         root_group = [line for line in groups if line.startswith("root:")][:1]
         # The password field becomes "x": a hash left in a root's passwd (or group) must not
@@ -295,6 +285,23 @@ def _no_password(line: str) -> str:
     if len(fields) > 2 and fields[1] != "x":
         fields[1] = "x"
     return ":".join(fields)
+
+
+def _passwd_fields(passwd: list[str], name: str) -> list[str] | None:
+    """The fields of the passwd line of user NAME (or of uid NAME, when a number), or None;
+    lines too short or with ids that are not numbers are passed over, as getpwnam does."""
+    for line in passwd:
+        fields = line.split(":")
+        if len(fields) < 6 or not (fields[2].isdigit() and fields[3].isdigit()):
+            continue
+        if fields[0] == name or (name.isdigit() and fields[2] == name):
+            return fields
+    return None
+
+
+def _member_groups(groups: list[str], user: str) -> list[str]:
+    """The group lines that name USER among their members: its supplementary groups."""
+    return [line for line in groups if user in _members(line)]
 
 
 def _members(group_line: str) -> list[str]:
