@@ -586,12 +586,7 @@ def _distroless_paths(
     shipped_paths, shipped_sonames = shipped_by_base(root, variant)
     wanted: dict[str, None] = {}
     for binary in binaries:
-        wanted.setdefault(binary.path)
-        if binary.kind == "dynamic" and binary.interpreter:
-            wanted.setdefault(binary.interpreter)
-        for lib in binary.libraries:
-            if lib.ok and lib.path:
-                wanted.setdefault(lib.path)
+        wanted.update(dict.fromkeys((binary.path, *binary.mapped)))
     for entry in plan.sorted_entries():
         if entry.kind in ("extra", "config") and entry.type in (FILE, HARDLINK, SYMLINK):
             wanted.setdefault(entry.path)

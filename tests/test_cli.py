@@ -171,3 +171,19 @@ def test_help_in_sections_names_every_option_once() -> None:
     # each option under its own heading: --trace-user among the tracing ones
     tracing = text[text.index("Tracing a real run:") : text.index("The image's configuration:")]
     assert "--trace-user" in tracing and "--tag" not in tracing
+
+
+@needs_glibc_x86_64
+def test_allow_missing_packs_without_a_missing_loader(tmp_path: Path) -> None:
+    """A root whose program names a loader the root lacks: refused, and with --allow-missing
+    packed without it (the plan does not try to copy a file that is not there)."""
+    root = _fake_root(tmp_path)
+    (root / "usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2").unlink()
+    refused = run("--root", str(root), "true", "-o", str(tmp_path / "refused"), "-q")
+    assert refused.returncode == 1, refused.stderr
+    assert "ld-linux-x86-64.so.2" in refused.stderr
+    out = tmp_path / "out"
+    packed = run("--root", str(root), "true", "--allow-missing", "-o", str(out), "-q")
+    assert packed.returncode == 0, packed.stderr
+    assert (out / "rootfs/usr/bin/true").is_file()
+    assert not (out / "rootfs/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2").exists()

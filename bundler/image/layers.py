@@ -57,10 +57,7 @@ def complete_for_sharing(planner: Planner, database: Database, binaries: Iterabl
             planner.add_path("/" + name, LINK)
     folders: dict[str, set[str]] = {}  # package -> link-free folders the loader used
     for binary in binaries:
-        paths = [lib.path for lib in binary.libraries if lib.ok and lib.path]
-        if binary.kind == "dynamic" and binary.interpreter:
-            paths.append(binary.interpreter)
-        for path in paths:
+        for path in binary.mapped:
             package = database.owner(path)
             if package is not None:
                 folders.setdefault(package, set()).add(posixpath.dirname(database.key(path)))

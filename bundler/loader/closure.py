@@ -47,6 +47,22 @@ class Binary:
     def problems(self) -> tuple[Library, ...]:
         return tuple(lib for lib in self.libraries if not lib.ok)
 
+    @property
+    def loader_file(self) -> str | None:
+        """The dynamic loader the kernel maps for it (PT_INTERP), when it was found; a
+        script's #! program is a program of its own, not this."""
+        if self.kind != "dynamic" or not self.interpreter:
+            return None
+        return (
+            None if any(lib.name == self.interpreter for lib in self.problems) else self.interpreter
+        )
+
+    @property
+    def mapped(self) -> tuple[str, ...]:
+        """Every file the loader maps for it, found: its loader file, then each library."""
+        found = [lib.path for lib in self.libraries if lib.ok and lib.path]
+        return (self.loader_file, *found) if self.loader_file else tuple(found)
+
 
 def collect(
     resolver: Resolver,
@@ -179,11 +195,5 @@ def file_list(binaries: Iterable[Binary]) -> list[str]:
     """Every in-image path to copy, each once: program, interpreter, libraries."""
     seen: dict[str, None] = {}
     for binary in binaries:
-        seen.setdefault(binary.path)
-        absent = {lib.name for lib in binary.problems}
-        if binary.interpreter and binary.kind != "script" and binary.interpreter not in absent:
-            seen.setdefault(binary.interpreter)
-        for lib in binary.libraries:
-            if lib.ok and lib.path:
-                seen.setdefault(lib.path)
+        seen.update(dict.fromkeys((binary.path, *binary.mapped)))
     return list(seen)

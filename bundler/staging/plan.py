@@ -172,9 +172,9 @@ class Planner:
             why = self.program_why.get(binary.path) or self._why or "PROGRAM on the command line"
             with self.because(why):
                 self.add_path(binary.path, PROGRAM)
-            if binary.kind == "dynamic" and binary.interpreter:
+            if binary.loader_file:
                 with self.because(f"PT_INTERP of {binary.path}"):
-                    self.add_path(binary.interpreter, INTERPRETER)
+                    self.add_path(binary.loader_file, INTERPRETER)
             for lib in binary.libraries:
                 if lib.ok and lib.path:
                     with self.because(_needed_why(lib.name, lib.chain, lib.via)):
