@@ -51,7 +51,7 @@ class Closure:
     program: str  # image path
     info: ElfInfo
     interpreter: str | None
-    flavor: str | None  # "glibc", "musl", or None for static programs
+    flavor: str | None  # GLIBC or MUSL (loader.ldso), or None for static programs
     libraries: tuple[Library, ...]
     default_dirs: tuple[str, ...] = ()  # where this loader looks without any configuration
 
@@ -200,7 +200,7 @@ class Resolver:
             return (path, f"cannot read file data: {_strerror(exc)}")
         verdict = (_musl_verdict if loader.is_musl else _glibc_verdict)(header, loader)
         if verdict is not None:
-            return SKIP if verdict == "skip" else (path, verdict)
+            return SKIP if isinstance(verdict, _Skip) else (path, verdict)
         # The loader would map this file; if it is malformed past the header, that is bad input
         # (a one-line error naming it), not a library the loader merely skips.
         info = self.elf(path)
@@ -265,10 +265,10 @@ def _strerror(exc: OSError) -> str:
     return f"Error {exc.errno}" if exc.errno else str(exc)
 
 
-def _glibc_verdict(header: RawHeader, loader: Loader) -> str | None:
+def _glibc_verdict(header: RawHeader, loader: Loader) -> str | _Skip | None:
     """glibc's open_verify (2.36), check for check and in its order.
 
-    Returns None to go on and use the file, "skip" when the search passes over it (another
+    Returns None to go on and use the file, SKIP when the search passes over it (another
     class or machine: 32- and 64-bit libraries share directories), or the message with which
     the load stops."""
     le = loader.little_endian
@@ -293,7 +293,7 @@ def _glibc_verdict(header: RawHeader, loader: Loader) -> str | None:
     if header.field(20, 4, le) != 1:
         return "ELF file version does not match current one"
     if machine != loader.machine:
-        return "skip"
+        return SKIP
     if header.field(16, 2, le) not in (ET_DYN, ET_EXEC):
         return "only ET_DYN and ET_EXEC can be loaded"
     if not _phentsize_ok(header, loader):
@@ -313,11 +313,11 @@ def _phentsize_ok(header: RawHeader, loader: Loader) -> bool:
 
 def _bad_ident(
     data: bytes, elf_class: int, le: bool, other_machine: bool, abi_ok: bool, header: RawHeader
-) -> str:
+) -> str | _Skip:
     if not is_elf(data):
         return "invalid ELF header"
     if data[4] != elf_class or other_machine:
-        return "skip"
+        return SKIP
     if data[5] != (1 if le else 2):
         return f"ELF file data encoding not {'little' if le else 'big'}-endian"
     if data[6] != 1:
@@ -331,7 +331,7 @@ def _bad_ident(
     return "internal error"
 
 
-def _musl_verdict(header: RawHeader, loader: Loader) -> str | None:
+def _musl_verdict(header: RawHeader, loader: Loader) -> str | _Skip | None:
     """musl's map_library: no magic check; a short file, another e_type or program header size
     (another class) is ENOEXEC. Another machine is not checked at all."""
     if len(header.data) < _ehdr_size(loader):
