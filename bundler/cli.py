@@ -31,7 +31,7 @@ from bundler.loader.programs import DEFAULT_PATH
 from bundler.loader.resolve import Resolver
 from bundler.loader.rootfs import FsRoot
 from bundler.runtime.needs import GROUPS
-from bundler.staging.plan import Entry, Plan, Planner, PlanOptions
+from bundler.staging.plan import Entry, EntryType, Plan, Planner, PlanOptions
 
 if TYPE_CHECKING:  # packing's modules are imported when a pack runs: --list starts faster
     from bundler.pack import Packed, PackOptions, RegistryAccess, TraceRun
@@ -524,7 +524,7 @@ def _summary(packed: Packed, options: PackOptions) -> None:
     from bundler.pack import TARBALL
 
     plan = packed.plan
-    files = sum(1 for e in plan.entries.values() if e.type == "file")
+    files = sum(1 for e in plan.entries.values() if e.type == EntryType.FILE)
     what = f"scratchpack: packed {files} files ({_size(plan.total_bytes)})"
     if options.output:
         tarball = packed.outputs[TARBALL].stat().st_size

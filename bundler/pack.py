@@ -23,8 +23,9 @@ from bundler.image.build import image_platform, image_spec
 from bundler.image.dockerfile import ImageConfig, render_distroless, render_scratch, shipped_by_base
 from bundler.image.layers import complete_for_sharing
 from bundler.image.spec import DEFAULT_MAX_LAYERS
-from bundler.loader.closure import Binary, collect
+from bundler.loader.closure import Binary, BinaryKind, collect
 from bundler.loader.ldconfig import DEFAULT_GLIBC
+from bundler.loader.ldso import GLIBC
 from bundler.loader.programs import locate
 from bundler.loader.resolve import Resolver
 from bundler.loader.rootfs import FsRoot
@@ -41,7 +42,16 @@ from bundler.runtime.interpreters import warn_interpreters
 from bundler.runtime.needs import Runtime, expand_groups, trace_user
 from bundler.runtime.python_codecs import codec_modules
 from bundler.staging.output import OutputDir
-from bundler.staging.plan import FILE, HARDLINK, SYMLINK, Entry, Plan, Planner, PlanOptions
+from bundler.staging.plan import (
+    FILE,
+    HARDLINK,
+    SYMLINK,
+    Entry,
+    EntryKind,
+    Plan,
+    Planner,
+    PlanOptions,
+)
 from bundler.staging.secrets import refuse_secrets
 from bundler.staging.tree import build_tree, write_tarball
 
@@ -59,7 +69,6 @@ ROOTFS, TARBALL, DOCKERFILE, DISTROLESS = (
 )
 SPDX_FILE, CYCLONEDX_FILE = "sbom.spdx.json", "sbom.cdx.json"
 LD_SO_CACHE = "/etc/ld.so.cache"
-METADATA = "metadata"  # the kind of package metadata entries, in the manifest
 
 
 @dataclass(frozen=True)
@@ -152,7 +161,7 @@ def make_plan(
         binaries += extra_binaries
     if baseline is not None and _uses_hwcaps(binaries):
         log.info("the closure uses glibc-hwcaps variants; adding the baseline ones for other CPUs")
-        paths = [b.path for b in binaries if b.kind != "script"]
+        paths = [b.path for b in binaries if b.kind != BinaryKind.SCRIPT]
         planner.add_binaries(collect(baseline, paths, options.search_path, options.cwd))
     platform = image_platform(resolver, binaries)  # again, with what extras and traces added
     database = open_database(resolver.root)
@@ -171,7 +180,7 @@ def make_plan(
     if _needs_ld_so_cache(binaries) and resolver.root.is_file(LD_SO_CACHE):
         log.info("%s goes in: some libraries are found only through it", LD_SO_CACHE)
         with planner.because("some libraries are found only through ld.so.cache"):
-            planner.add_path(LD_SO_CACHE, "config")
+            planner.add_path(LD_SO_CACHE, EntryKind.CONFIG)
     ld_path = resolver.settings.ld_library_path
     vias = (lib.via for b in binaries for lib in b.libraries)
     if ld_path and any(via.endswith("LD_LIBRARY_PATH") for via in vias):
@@ -191,9 +200,9 @@ def _add_package_metadata(planner: Planner, database: Database | None) -> None:
         )
         return
     for path in metadata_sources(planner.plan, database):
-        planner.add_path(path, METADATA)
+        planner.add_path(path, EntryKind.METADATA)
     for path, data in sorted(package_metadata(planner.plan, database).generated.items()):
-        planner.add_generated(path, data, kind=METADATA)
+        planner.add_generated(path, data, kind=EntryKind.METADATA)
 
 
 def _add_runtime(
@@ -258,7 +267,7 @@ def _add_runtime(
 
 
 def _first_glibc(resolver: Resolver, binaries: Sequence[Binary]) -> str | None:
-    return next((b.path for b in binaries if b.flavor == "glibc"), None)
+    return next((b.path for b in binaries if b.flavor == GLIBC), None)
 
 
 def _entrypoint(resolver: Resolver, binaries: list[Binary], options: PackOptions) -> str:
@@ -353,7 +362,7 @@ def _add_traced(
             reason = result.reasons.get(path, "used")
             log.info("%s: added (traced: %s)", path, reason)
             with planner.because(f"{traced}: {reason}"):
-                planner.add_path(path, "traced")
+                planner.add_path(path, EntryKind.TRACED)
             if path not in result.looked_at and planner.is_elf(path):
                 elves.append(path)
         for directory in result.directories:
@@ -363,7 +372,7 @@ def _add_traced(
                 log.info("%s: left out, the traced run made it", directory)
             elif root.lstat(directory) is not None:
                 with planner.because(f"{traced}: {result.reasons.get(directory, 'used')}"):
-                    planner.add_path(directory, "traced")
+                    planner.add_path(directory, EntryKind.TRACED)
     return elves
 
 
@@ -588,7 +597,11 @@ def _distroless_paths(
     for binary in binaries:
         wanted.update(dict.fromkeys((binary.path, *binary.mapped)))
     for entry in plan.sorted_entries():
-        if entry.kind in ("extra", "config") and entry.type in (FILE, HARDLINK, SYMLINK):
+        if entry.kind in (EntryKind.EXTRA, EntryKind.CONFIG) and entry.type in (
+            FILE,
+            HARDLINK,
+            SYMLINK,
+        ):
             wanted.setdefault(entry.path)
 
     def shipped(path: str) -> bool:
@@ -670,4 +683,3 @@ def manifest(packed: Packed) -> dict[str, Any]:
 def size_json(sizes: Sequence[tuple[str | None, int, int]]) -> list[dict[str, Any]]:
     """The size report as JSON; ``package`` is null for files of no package."""
     return [{"package": name, "bytes": size, "files": count} for name, size, count in sizes]
-

@@ -9,7 +9,7 @@ from bundler.errors import UsageError
 from bundler.image.dockerfile import ImageConfig
 from bundler.image.layers import plan_layers
 from bundler.image.spec import ImageSpec, Platform, platform_of
-from bundler.loader.closure import Binary
+from bundler.loader.closure import Binary, BinaryKind
 from bundler.loader.resolve import Resolver
 from bundler.packages.dpkg import open_database
 from bundler.staging.plan import Plan
@@ -22,7 +22,7 @@ def image_platform(resolver: Resolver, binaries: Sequence[Binary]) -> Platform |
     when there is no ELF program (a script that is its own interpreter)."""
     machines: dict[Platform, str] = {}
     for binary in binaries:
-        if binary.kind == "script":
+        if binary.kind == BinaryKind.SCRIPT:
             continue
         ident = resolver.elf(binary.path).ident
         platform = platform_of(ident.machine, ident.elf_class, ident.little_endian)
@@ -42,7 +42,7 @@ def image_spec(
     max_layers: int,
 ) -> ImageSpec:
     database = open_database(resolver.root)
-    interpreters = [b.interpreter for b in binaries if b.kind == "dynamic" and b.interpreter]
+    interpreters = [b.loader_file for b in binaries if b.loader_file]
     layers = plan_layers(plan, database, interpreters, max_layers)
     platform = image_platform(resolver, binaries)
     if platform is None:

@@ -11,10 +11,12 @@ import logging
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from bundler.errors import BadElf, ScratchpackError
 from bundler.loader.elf import ElfInfo, read_elf
+from bundler.loader.ldso import GLIBC
 from bundler.loader.programs import (
     MAX_SCRIPT_DEPTH,
     Script,
@@ -31,14 +33,27 @@ log = logging.getLogger(__name__)
 POOL_THRESHOLD = 200
 
 
+class NamedEnum(str, Enum):
+    """An enum whose members are their values wherever text is made (--json, logs)."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class BinaryKind(NamedEnum):
+    DYNAMIC = "dynamic"  # has a PT_INTERP: the loader maps its libraries
+    STATIC = "static"
+    SCRIPT = "script"  # a #! script: its interpreter is a program of its own
+
+
 @dataclass(frozen=True)
 class Binary:
     """One program of the inventory, with what the loader maps for it."""
 
     path: str
-    kind: str  # "dynamic", "static" or "script"
+    kind: BinaryKind
     interpreter: str | None  # PT_INTERP, or the #! program of a script; None for libraries
-    flavor: str | None  # "glibc", "musl"; None for static programs and scripts
+    flavor: str | None  # GLIBC or MUSL (loader.ldso); None for static programs and scripts
     libraries: tuple[Library, ...]
     default_dirs: tuple[str, ...] = ()  # the loader's directories when there is no ld.so.cache
     version_misses: tuple[VersionMiss, ...] = ()  # symbol versions the loader would not find
@@ -51,7 +66,7 @@ class Binary:
     def loader_file(self) -> str | None:
         """The dynamic loader the kernel maps for it (PT_INTERP), when it was found; a
         script's #! program is a program of its own, not this."""
-        if self.kind != "dynamic" or not self.interpreter:
+        if self.kind != BinaryKind.DYNAMIC or not self.interpreter:
             return None
         return (
             None if any(lib.name == self.interpreter for lib in self.problems) else self.interpreter
@@ -99,13 +114,13 @@ def collect(
 
 
 def _script_binary(script: Script) -> Binary:
-    return Binary(script.path, "script", script.interpreter, None, ())
+    return Binary(script.path, BinaryKind.SCRIPT, script.interpreter, None, ())
 
 
 def _elf_binary(resolver: Resolver, path: str) -> Binary:
     closure = resolver.resolve(path)
-    kind = "static" if closure.flavor is None else "dynamic"
-    misses = version_misses(resolver, path, closure.libraries) if closure.flavor == "glibc" else ()
+    kind = BinaryKind.STATIC if closure.flavor is None else BinaryKind.DYNAMIC
+    misses = version_misses(resolver, path, closure.libraries) if closure.flavor == GLIBC else ()
     return Binary(
         path,
         kind,

@@ -19,7 +19,7 @@ import stat
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
-from bundler.loader.closure import Binary
+from bundler.loader.closure import Binary, BinaryKind
 from bundler.loader.rootfs import FsRoot, SymlinkLoop
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def interpreters_without_modules(
     found: list[Unpacked] = []
     seen: set[str] = set()
     for binary in binaries:
-        if binary.kind == "script" or binary.path in seen:
+        if binary.kind == BinaryKind.SCRIPT or binary.path in seen:
             continue
         seen.add(binary.path)
         match = _language_of(root, binary.path)

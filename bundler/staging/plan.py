@@ -20,21 +20,43 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from bundler.errors import IncompleteClosure, ScratchpackError, UsageError
-from bundler.loader.closure import Binary
+from bundler.loader.closure import Binary, NamedEnum
 from bundler.loader.rootfs import MAX_SYMLINKS, FsRoot, SymlinkLoop
 
 log = logging.getLogger(__name__)
 
-DIR, FILE, SYMLINK, HARDLINK = "dir", "file", "symlink", "hardlink"
-# What each entry is there for, in the manifest.
-PROGRAM, INTERPRETER, LIBRARY, EXTRA, LINK, PARENT = (
-    "program",
-    "interpreter",
-    "library",
-    "extra",
-    "link",
-    "directory",
+
+class EntryType(NamedEnum):
+    """What an entry is on disk (its value is what --json says)."""
+
+    DIR = "dir"
+    FILE = "file"
+    SYMLINK = "symlink"
+    HARDLINK = "hardlink"
+
+
+class EntryKind(NamedEnum):
+    """What brought an entry into the image, in the manifest (``why`` says it in words)."""
+
+    PROGRAM = "program"  # a PROGRAM named on the command line
+    INTERPRETER = "interpreter"  # its PT_INTERP
+    LIBRARY = "library"  # a library the loader maps
+    EXTRA = "extra"  # --extra, --with, --user, --mkdir, and files scratchpack writes
+    CONFIG = "config"  # the loader's configuration (ld.so.cache)
+    TRACED = "traced"  # opened by a traced run
+    METADATA = "metadata"  # what scanners read: status.d, md5sums, copyright, os-release
+    LINK = "link"  # a symbolic link met on the way to any of the above
+    PARENT = "directory"  # a folder above any of the above
+
+
+DIR, FILE, SYMLINK, HARDLINK = EntryType
+PROGRAM, INTERPRETER, LIBRARY, EXTRA = (
+    EntryKind.PROGRAM,
+    EntryKind.INTERPRETER,
+    EntryKind.LIBRARY,
+    EntryKind.EXTRA,
 )
+LINK, PARENT = EntryKind.LINK, EntryKind.PARENT
 SPECIAL_BITS = stat.S_ISUID | stat.S_ISGID
 
 
@@ -52,9 +74,9 @@ class Entry:
     """One thing in the image."""
 
     path: str  # in-image, absolute
-    type: str  # DIR, FILE, SYMLINK or HARDLINK
+    type: EntryType
     mode: int  # permission bits, special bits included when kept
-    kind: str  # why it is there: PROGRAM, INTERPRETER, LIBRARY, EXTRA, LINK, PARENT
+    kind: EntryKind
     source: str | None = None  # FILE: host path to read
     target: str | None = None  # SYMLINK: the link text; HARDLINK: in-image path of its twin
     size: int = 0
@@ -377,11 +399,11 @@ class Planner:
 
     # -- paths, links and files ----------------------------------------------------------------
 
-    def add_path(self, image_path: str, kind: str) -> None:
+    def add_path(self, image_path: str, kind: EntryKind) -> None:
         """Add a path as spelt: each link on the way, then what it finally names."""
         self._add("/" + image_path.lstrip("/"), kind, 0)
 
-    def _add(self, path: str, kind: str, hops: int) -> None:
+    def _add(self, path: str, kind: EntryKind, hops: int) -> None:
         parts = [p for p in path.split("/") if p and p != "."]
         current = "/"
         for index, part in enumerate(parts):
@@ -427,13 +449,13 @@ class Planner:
         if st is not None and stat.S_ISLNK(st.st_mode):
             self._put_link(real, st)
 
-    def _put_dir(self, path: str, st: os.stat_result, kind: str) -> None:
+    def _put_dir(self, path: str, st: os.stat_result, kind: EntryKind) -> None:
         if path not in self.plan.entries:
             mode = stat.S_IMODE(st.st_mode)
             mtime, uid, gid = int(st.st_mtime), st.st_uid, st.st_gid
             self._put(Entry(path, DIR, mode, kind, mtime=mtime, uid=uid, gid=gid))
 
-    def _put_file(self, path: str, st: os.stat_result, kind: str) -> None:
+    def _put_file(self, path: str, st: os.stat_result, kind: EntryKind) -> None:
         if path in self.plan.entries:
             return
         if not stat.S_ISREG(st.st_mode):
@@ -480,7 +502,9 @@ class Planner:
 
     # -- things the root does not have --------------------------------------------------------
 
-    def add_generated(self, path: str, data: bytes, mode: int = 0o644, kind: str = EXTRA) -> None:
+    def add_generated(
+        self, path: str, data: bytes, mode: int = 0o644, kind: EntryKind = EXTRA
+    ) -> None:
         """A file scratchpack writes itself; it replaces a file of the root planned there."""
         real = self._new_path(path)
         entry = Entry(real, FILE, mode, kind, size=len(data), data=data, why=self._why)
