@@ -13,7 +13,7 @@ import shlex
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +38,7 @@ from bundler.packages.metadata import (
 from bundler.runtime.interpreters import warn_interpreters
 from bundler.runtime.needs import Runtime, trace_user
 from bundler.runtime.python_codecs import codec_modules
+from bundler.staging.blobs import CompressionOptions, Compressor, compressor
 from bundler.staging.output import OutputDir
 from bundler.staging.plan import FILE, HARDLINK, SYMLINK, Entry, Plan, Planner, PlanOptions
 from bundler.staging.tree import build_tree, write_tarball
@@ -85,6 +86,8 @@ class PackOptions:
     package_metadata: bool = True
     push: str | None = None  # --push REF: the registry reference to push the image to
     insecure_registry: bool = False  # --insecure-registry: plain HTTP allowed for --push
+    # -j and the layer cache (--cache-size, --no-cache): how tarball and layers are compressed.
+    compression: CompressionOptions = field(default_factory=CompressionOptions)
 
     @property
     def layered(self) -> bool:
@@ -369,6 +372,19 @@ def write_outputs(
     registry: RegistryAccess | None = None,
 ) -> Packed:
     """Every output asked for; ``registry`` (credentials, TLS, progress lines) for --push."""
+    with compressor(options.compression) as packer:
+        return _write_outputs(plan, binaries, options, resolver, packer, progress, registry)
+
+
+def _write_outputs(
+    plan: Plan,
+    binaries: list[Binary],
+    options: PackOptions,
+    resolver: Resolver,
+    packer: Compressor,
+    progress: Progress | None,
+    registry: RegistryAccess | None,
+) -> Packed:
     entries = plan.sorted_entries()
     config = options.image
     if not config.entrypoint:
@@ -386,7 +402,9 @@ def write_outputs(
         sboms = _sboms(build_contents(plan, database, owners, name, options.epoch))
     image = None
     if options.layered:
-        image = _write_image(plan, binaries, options, resolver, config, name, sboms, registry)
+        image = _write_image(
+            plan, binaries, options, resolver, config, name, sboms, registry, packer
+        )
     sizes = tuple(sizes_by_package(plan, owners)) if database is not None else ()
     if options.output is None:
         return Packed(plan, binaries, outputs, distroless_paths, image, sizes)
@@ -395,7 +413,10 @@ def write_outputs(
             ROOTFS, lambda top: build_tree(entries, top, options.epoch, progress)
         )
         outputs[TARBALL] = txn.write_file(
-            TARBALL, lambda handle: write_tarball(entries, handle, options.epoch, progress)
+            TARBALL,
+            lambda handle: write_tarball(
+                entries, handle, options.epoch, progress, packer, Path(handle.name)
+            ),
         )
         outputs[DOCKERFILE] = txn.write_text(DOCKERFILE, render_scratch(config, TARBALL))
         if options.distroless:
@@ -442,6 +463,7 @@ def _write_image(
     name: str,
     sboms: dict[str, bytes],
     registry: RegistryAccess | None,
+    packer: Compressor,
 ) -> WrittenImage:
     """--oci, --docker-archive and --push: the plan as a layered image, no daemon involved. In
     a layout, the SBOMs are attached to the image as OCI artifacts (``subject``); --push sends
@@ -453,15 +475,15 @@ def _write_image(
     digest = None
     pushed = None
     if options.oci:
-        digest = _into_layout(options.oci, spec, name, sboms)
+        digest = _into_layout(options.oci, spec, name, sboms, packer)
         log.info("%s: image %s (%s) in %s", name, digest, spec.platform, options.oci)
     if options.push:
         with tempfile.TemporaryDirectory(prefix="scratchpack-push-") as scratch:
-            layout = options.oci or _made_layout(scratch, spec, name, sboms)
+            layout = options.oci or _made_layout(scratch, spec, name, sboms, packer)
             pushed = _push(layout, name, options, registry or RegistryAccess())
         digest = digest or pushed.digest
     if options.docker_archive:
-        write_docker_archive(options.docker_archive, spec, name)
+        write_docker_archive(options.docker_archive, spec, name, compressor=packer)
         log.info("%s: written for docker load as %s", options.docker_archive, name)
     layers = tuple((layer.comment, len(layer.entries)) for layer in spec.layers)
     return WrittenImage(name, digest, str(spec.platform), layers, pushed)
@@ -477,20 +499,24 @@ class RegistryAccess:
     progress: Callable[[str], None] | None = None
 
 
-def _into_layout(layout: str, spec: ImageSpec, name: str, sboms: dict[str, bytes]) -> str:
+def _into_layout(
+    layout: str, spec: ImageSpec, name: str, sboms: dict[str, bytes], packer: Compressor
+) -> str:
     from bundler.image.oci import write_oci_layout
     from bundler.image.referrers import CYCLONEDX_JSON, SPDX_JSON, attach_artifact
 
-    digest = write_oci_layout(layout, spec, name)
+    digest = write_oci_layout(layout, spec, name, compressor=packer)
     for file_name, kind in ((SPDX_FILE, SPDX_JSON), (CYCLONEDX_FILE, CYCLONEDX_JSON)):
         if file_name in sboms:
             attach_artifact(layout, digest, kind, kind, sboms[file_name], title=file_name)
     return digest
 
 
-def _made_layout(scratch: str, spec: ImageSpec, name: str, sboms: dict[str, bytes]) -> str:
+def _made_layout(
+    scratch: str, spec: ImageSpec, name: str, sboms: dict[str, bytes], packer: Compressor
+) -> str:
     layout = os.path.join(scratch, "oci")
-    _into_layout(layout, spec, name, sboms)
+    _into_layout(layout, spec, name, sboms, packer)
     return layout
 
 

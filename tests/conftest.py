@@ -380,3 +380,19 @@ if __name__ == "__main__":
     arg = sys.argv[1] if sys.argv[1:] else "bookworm"
     chosen = ARM64_TREE if arg == "arm64" else RELEASE_TREES[arg]
     print(build_debootstrap_root(chosen), f"{time.monotonic() - t0:.1f} s")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _own_layer_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Packs run by the tests (in process or as `python -m bundler`) fill a layer cache of
+    the session's own, never the user's ~/.cache/scratchpack."""
+    folder = tmp_path_factory.mktemp("xdg-cache")
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(folder)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("XDG_CACHE_HOME", None)
+        else:
+            os.environ["XDG_CACHE_HOME"] = before
