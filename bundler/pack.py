@@ -40,7 +40,16 @@ from bundler.runtime.needs import Runtime, trace_user
 from bundler.runtime.python_codecs import codec_modules
 from bundler.staging.blobs import CompressionOptions, Compressor, compressor
 from bundler.staging.output import OutputDir
-from bundler.staging.plan import FILE, HARDLINK, SYMLINK, Entry, Plan, Planner, PlanOptions
+from bundler.staging.plan import (
+    DIR,
+    FILE,
+    HARDLINK,
+    SYMLINK,
+    Entry,
+    Plan,
+    Planner,
+    PlanOptions,
+)
 from bundler.staging.tree import build_tree, write_tarball
 
 if TYPE_CHECKING:
@@ -49,11 +58,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ROOTFS, TARBALL, DOCKERFILE, DISTROLESS = (
+ROOTFS, TARBALL, DOCKERFILE, DISTROLESS, DISTROLESS_TREE = (
     "rootfs",
     "rootfs.tar.gz",
     "Dockerfile",
     "Dockerfile.distroless",
+    "distroless",
 )
 SPDX_FILE, CYCLONEDX_FILE = "sbom.spdx.json", "sbom.cdx.json"
 LD_SO_CACHE = "/etc/ld.so.cache"
@@ -421,13 +431,17 @@ def _write_outputs(
         outputs[DOCKERFILE] = txn.write_text(DOCKERFILE, render_scratch(config, TARBALL))
         if options.distroless:
             distroless_paths = _distroless_paths(plan, binaries, resolver, options.distroless)
-            made = _distroless_metadata(plan, resolver, distroless_paths, options.output)
-            text = render_distroless(
-                config, options.distroless, options.stage, distroless_paths, made
+            tree = _distroless_tree(plan, resolver, distroless_paths, options.distroless)
+            outputs[DISTROLESS_TREE] = txn.write_tree(
+                DISTROLESS_TREE, lambda top: build_tree(tree, top, options.epoch, None)
             )
+            source = posixpath.join(options.output, DISTROLESS_TREE)
+            text = render_distroless(config, options.distroless, options.stage, source)
             outputs[DISTROLESS] = txn.write_text(DISTROLESS, text)
         else:
-            out.remove(DISTROLESS)  # ours, from an earlier run: it would describe another pack
+            # Ours, from an earlier run: they would describe another pack.
+            out.remove(DISTROLESS)
+            out.remove(DISTROLESS_TREE)
         for sbom_name in (SPDX_FILE, CYCLONEDX_FILE):
             if sbom_name in sboms:
                 outputs[sbom_name] = txn.write_text(sbom_name, sboms[sbom_name].decode())
@@ -535,20 +549,61 @@ def _push(layout: str, name: str, options: PackOptions, registry: RegistryAccess
     )
 
 
-def _distroless_metadata(
-    plan: Plan, resolver: Resolver, copied: list[str], output: str
-) -> list[tuple[str, str]]:
-    """The status.d entries of the packages whose files the COPY lines bring, from this run's
-    rootfs/ in the builder stage (the base image has its own packages' entries)."""
-    database = open_database(resolver.root)
-    if database is None:
-        return []
-    owners = {database.owner(path) for path in copied} - {None}
-    made = []
-    for path in metadata_paths(sorted(p for p in owners if p)):
-        if path in plan.entries:
-            made.append((posixpath.join(output, ROOTFS) + path, path))
-    return made
+def _distroless_tree(
+    plan: Plan, resolver: Resolver, paths: list[str], variant: str
+) -> list[Entry]:
+    """What the distroless base lacks, as one tree to COPY onto it: each path as a file (COPY
+    would follow its links) in its link-free folder, the status.d entries of the packages
+    those files come from (the base has its own packages' entries), the root's top-level links
+    to folders (``/lib -> usr/lib``) the base has none of, and the folders above all that."""
+    root = resolver.root
+    chosen: dict[str, Entry] = {}
+    for path in paths:
+        entry = _file_behind(plan, root, path)
+        if entry is None:
+            log.info("%s: not a file of the plan; not in the distroless tree", path)
+            continue
+        folder = root.resolve(posixpath.dirname(path))
+        dest = posixpath.join(folder, posixpath.basename(path))
+        chosen[dest] = replace(entry, path=dest)
+    database = open_database(root)
+    if database is not None:
+        owners = sorted({p for p in map(database.owner, paths) if p})
+        for path in metadata_paths(owners):
+            if path in plan.entries:
+                chosen[path] = plan.entries[path]
+    shipped_paths, _sonames = shipped_by_base(root, variant)
+    shipped_tops = {p.split("/")[1] for p in shipped_paths if p.count("/") >= 2}
+    for path in paths:
+        top = "/" + path.split("/")[1]
+        link = plan.entries.get(top)
+        if link is not None and link.type == SYMLINK and top[1:] not in shipped_tops:
+            chosen[top] = link  # the program's own name for it (/lib64/ld-linux-x86-64.so.2)
+    for path in list(chosen):
+        parent = posixpath.dirname(path)
+        while parent != "/" and parent not in chosen:
+            folder_entry = plan.entries.get(parent)
+            if folder_entry is None or folder_entry.type != DIR:
+                folder_entry = Entry(parent, DIR, 0o755, "parent")
+            chosen[parent] = folder_entry
+            parent = posixpath.dirname(parent)
+    return [chosen[p] for p in sorted(chosen)]
+
+
+def _file_behind(plan: Plan, root: FsRoot, path: str) -> Entry | None:
+    """The regular file of the plan that PATH names, links followed."""
+    entry = plan.entries.get(path) or plan.entries.get(root.resolve(path))
+    for _ in range(40):
+        if entry is None or entry.type == FILE:
+            return entry
+        if entry.type == HARDLINK and entry.target is not None:
+            entry = plan.entries.get(entry.target)
+        elif entry.type == SYMLINK and entry.target is not None:
+            target = posixpath.normpath(posixpath.join(posixpath.dirname(entry.path), entry.target))
+            entry = plan.entries.get(target) or plan.entries.get(root.resolve(target))
+        else:
+            return None
+    return None
 
 
 def _distroless_paths(
