@@ -42,6 +42,7 @@ from bundler.staging.blobs import CompressionOptions, Compressor, compressor
 from bundler.staging.output import OutputDir
 from bundler.staging.plan import (
     DIR,
+    EXTRA,
     FILE,
     HARDLINK,
     SYMLINK,
@@ -555,7 +556,8 @@ def _distroless_tree(
     """What the distroless base lacks, as one tree to COPY onto it: each path as a file (COPY
     would follow its links) in its link-free folder, the status.d entries of the packages
     those files come from (the base has its own packages' entries), the root's top-level links
-    to folders (``/lib -> usr/lib``) the base has none of, and the folders above all that."""
+    to folders (``/lib -> usr/lib``) the base has none of, the folders --mkdir makes, and the
+    folders above all that."""
     root = resolver.root
     chosen: dict[str, Entry] = {}
     for path in paths:
@@ -563,8 +565,7 @@ def _distroless_tree(
         if entry is None:
             log.info("%s: not a file of the plan; not in the distroless tree", path)
             continue
-        folder = root.resolve(posixpath.dirname(path))
-        dest = posixpath.join(folder, posixpath.basename(path))
+        dest = _link_free(root, path)
         chosen[dest] = replace(entry, path=dest)
     database = open_database(root)
     if database is not None:
@@ -572,6 +573,11 @@ def _distroless_tree(
         for path in metadata_paths(owners):
             if path in plan.entries:
                 chosen[path] = plan.entries[path]
+    for entry in plan.sorted_entries():
+        if entry.type == DIR and entry.kind == EXTRA:
+            # --mkdir's folders (and --user's home): the program writes there, as its owner.
+            dest = _link_free(root, entry.path)
+            chosen[dest] = replace(entry, path=dest)
     shipped_paths, _sonames = shipped_by_base(root, variant)
     shipped_tops = {p.split("/")[1] for p in shipped_paths if p.count("/") >= 2}
     for path in paths:
@@ -588,6 +594,11 @@ def _distroless_tree(
             chosen[parent] = folder_entry
             parent = posixpath.dirname(parent)
     return [chosen[p] for p in sorted(chosen)]
+
+
+def _link_free(root: FsRoot, path: str) -> str:
+    """PATH with the links of its folders resolved (its own name kept)."""
+    return posixpath.join(root.resolve(posixpath.dirname(path)), posixpath.basename(path))
 
 
 def _file_behind(plan: Plan, root: FsRoot, path: str) -> Entry | None:
