@@ -132,14 +132,15 @@ def test_the_cache_stays_within_its_bound_least_recently_used_first(tmp_path: Pa
     data = [sample(30_000, seed=n) for n in range(4)]
     size = len(gzip_of(data[0], 1, 1 << 20)[0])
     cache = LayerCache(tmp_path / "cache", max_bytes=int(size * 2.5))
-    compress = Compressor(None, 1, cache)
     digest = {n: hashlib.sha256(data[n]).hexdigest() for n in range(3)}
     for n in range(2):
-        made(compress, data[n], tmp_path, f"{n}.gz")
+        made(Compressor(None, 1, cache), data[n], tmp_path, f"{n}.gz")  # a pack each
         (entry,) = cache.folder.glob(digest[n] + ".*")
         os.utime(entry, (1000.0 + n, 1000.0 + n))  # 0 used long ago, 1 after it
-    made(compress, data[0], tmp_path, "0-again.gz")  # a hit: 0 is now the most recent
-    made(compress, data[2], tmp_path, "2.gz")
+    again = Compressor(None, 1, cache)
+    made(again, data[0], tmp_path, "0-again.gz")  # a hit: 0 is now the most recent
+    assert again.compressed == 0
+    made(Compressor(None, 1, cache), data[2], tmp_path, "2.gz")
     names = {p.name.partition(".")[0] for p in cache.folder.iterdir()}
     assert names == {digest[0], digest[2]}  # 1 was the least recently used
     total = sum(p.stat().st_size for p in cache.folder.iterdir())
@@ -150,6 +151,25 @@ def test_an_entry_bigger_than_the_cache_is_not_kept(tmp_path: Path) -> None:
     cache = LayerCache(tmp_path / "cache", max_bytes=10)
     made(Compressor(None, 1, cache), sample(5000), tmp_path, "x.gz")
     assert not any(cache.top.glob("*/*"))
+
+
+def test_with_nothing_to_reuse_a_stream_is_read_once(tmp_path: Path) -> None:
+    reads: list[int] = []
+
+    def write(handle: BinaryIO) -> None:
+        reads.append(1)
+        handle.write(sample(10_000))
+
+    cache = LayerCache(tmp_path / "cache")
+    first = Compressor(None, 1, cache)
+    with open(tmp_path / "a.gz", "wb") as handle:
+        first.make(write, handle, source=tmp_path / "a.gz")
+    assert len(reads) == 1  # an empty cache: compressed as it was hashed
+    second = Compressor(None, 1, cache)
+    with open(tmp_path / "b.gz", "wb") as handle:
+        second.make(write, handle, source=tmp_path / "b.gz")
+    assert len(reads) == 2 and second.compressed == 0  # hashed, found: never compressed
+    assert (tmp_path / "a.gz").read_bytes() == (tmp_path / "b.gz").read_bytes()
 
 
 def test_clearing_empties_the_cache(tmp_path: Path) -> None:
@@ -166,8 +186,10 @@ def test_a_file_changed_between_the_two_reads_is_an_error(tmp_path: Path) -> Non
     def write(handle: BinaryIO) -> None:
         handle.write(next(reads))
 
+    cache = LayerCache(tmp_path / "cache")
+    made(Compressor(None, 1, cache), b"something else", tmp_path, "other.gz")
     with open(tmp_path / "x.gz", "wb") as handle, pytest.raises(blobs.StreamChanged):
-        Compressor(None, 1, None).make(write, handle)
+        Compressor(None, 1, cache).make(write, handle)  # hashed, then compressed: two reads
 
 
 # ----- the CLI, as users run it ------------------------------------------------------------------

@@ -381,7 +381,8 @@ class _BlobStore:
             return None
 
         with self._temp() as (temp, handle):
-            blob = write_layer(layer, handle, epoch, progress, compressor, reuse, temp)
+            found = reuse if known else None  # a layout of no layers has nothing to reuse
+            blob = write_layer(layer, handle, epoch, progress, compressor, found, temp)
             if handle.tell():
                 self._place(temp, handle, blob.descriptor)
         return blob

@@ -204,6 +204,13 @@ class LayerCache:
         self.folder = self.top / RECIPE
         self.max_bytes = max_bytes
 
+    def empty(self) -> bool:
+        """Whether the cache holds no entry of this recipe (so no lookup can hit)."""
+        try:
+            return not any(not n.startswith(TEMP_PREFIX) for n in os.listdir(self.folder))
+        except OSError:
+            return True
+
     def _entries(self, diff_id: str) -> list[Path]:
         prefix = diff_id.partition(":")[2] + "."
         try:
@@ -310,6 +317,9 @@ class Compressor:
         self.workers = workers
         self.cache = cache
         self.compressed = 0  # streams compressed by this compressor (the rest were reused)
+        # An empty cache at the start (or none): a stream without a reuse hook is compressed
+        # in one pass, hashed as it goes, instead of hashed first to look it up.
+        self.nothing_cached = cache is None or cache.empty()
 
     def compress(self, write: TarWriter, out: BinaryIO, expected: str | None = None) -> Blob:
         stream = GzipStream(out, self.pool, depth=2 * self.workers)
@@ -335,6 +345,12 @@ class Compressor:
         (copied to OUT) when the diff_id is known, else compressed into OUT (and kept in the
         cache, read back from SOURCE, the file OUT writes). HASHING, when given, is WRITE with
         progress reports: it makes the one read every call pays."""
+        if reuse is None and self.nothing_cached:
+            # Nothing to reuse whatever the diff_id: one pass, compressing as it hashes.
+            start = out.tell()
+            blob = self.compress(hashing or write, out)
+            self._keep(blob, source, out, start)
+            return blob
         diff_id, _size = tar_digest(hashing or write)
         if reuse is not None:
             found = reuse(diff_id)
@@ -346,10 +362,13 @@ class Compressor:
             if cached is not None:
                 return cached
         blob = self.compress(write, out, expected=diff_id)
+        self._keep(blob, source, out, start)
+        return blob
+
+    def _keep(self, blob: Blob, source: Path | None, out: BinaryIO, start: int) -> None:
         if self.cache is not None and source is not None:
             out.flush()
             self.cache.store(blob, source, start)
-        return blob
 
 
 @contextlib.contextmanager
