@@ -298,3 +298,16 @@ def test_the_compressor_context_uses_one_pool_for_many_workers() -> None:
     off = CompressionOptions(workers=1, cache_folder="/nonexistent", cache_bytes=0)
     with compressor(off) as one:
         assert one.pool is None and one.cache is None
+
+
+def test_workers_leave_ctrl_c_and_sigterm_to_the_main_thread() -> None:
+    """Outputs are renamed into place with the signals held by the main thread; a worker that
+    took them would let the handler run mid-rename."""
+    import signal
+
+    with compressor(CompressionOptions(workers=2)) as many:
+        assert many.pool is not None
+        masks = [many.pool.submit(signal.pthread_sigmask, signal.SIG_BLOCK, set()) for _ in "ab"]
+        for mask in masks:
+            assert {signal.SIGINT, signal.SIGTERM} <= mask.result()
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, set())

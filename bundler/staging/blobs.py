@@ -29,6 +29,7 @@ import hashlib
 import logging
 import os
 import shutil
+import signal
 import struct
 import time
 import zlib
@@ -382,6 +383,14 @@ def compressor(options: CompressionOptions | None) -> Iterator[Compressor]:
     if workers <= 1:
         yield Compressor(None, 1, cache)
         return
-    with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="deflate") as pool:
+    with concurrent.futures.ThreadPoolExecutor(
+        workers, thread_name_prefix="deflate", initializer=_signals_to_the_main_thread
+    ) as pool:
         yield Compressor(pool, workers, cache)
+
+
+def _signals_to_the_main_thread() -> None:
+    """Workers block Ctrl-C and SIGTERM: the kernel hands them to the main thread, so that
+    where it holds them (outputs being renamed into place) they wait, as they must."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
 
