@@ -1,15 +1,16 @@
 """Blobs of an image and the OCI image layout (image-spec 1.1) that holds them.
 
 A layer is the reproducible tar of its entries (``stage.write_tar``; its sha256 is the layer's
-diff_id), gzip-compressed with no name, time 0 and a fixed level: the blob. Both hashes are
-taken while the bytes stream to disk, so no layer is ever held in memory. The config and the
+diff_id), gzip-compressed as ``bundler.staging.blobs`` does it: the blob. Both hashes are taken
+while the bytes stream to disk, so no layer is ever held in memory; a layer whose diff_id an
+image of the layout already has is not compressed again, its blob is reused. The config and the
 manifest are canonical JSON (sorted keys, no spaces): the same inputs give the same digests
 in any folder and on any machine.
 
 The layout is written so that a call killed at any moment leaves a valid layout with every
 earlier entry intact: a lock file serialises writers, every blob is written under a temporary
 name, fsynced and renamed into place, and ``index.json`` is replaced in one rename once every
-blob it names is there. Temporaries of dead calls are removed by the next call, under the lock.
+blob it names is there (their folder synced once, first). Temporaries of dead calls are removed by the next call, under the lock.
 """
 
 from __future__ import annotations
@@ -282,6 +283,7 @@ class LayoutWriter:
     def write_index(self, manifests: list[dict[str, Any]]) -> None:
         """index.json with MANIFESTS (sorted: the same layout, the same bytes), other fields
         of the index kept."""
+        self.blobs.sync()  # every blob it names is there for good before index.json names it
         index = {**read_index(self.top), "schemaVersion": 2, "mediaType": MEDIA_INDEX}
         index["manifests"] = sorted(manifests, key=lambda m: (_ref_name(m), m["digest"]))
         _replace_file(self.top, INDEX_FILE, canonical_json(index))
@@ -339,6 +341,7 @@ class _BlobStore:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._serial = itertools.count()
+        self._renamed = False
 
     def add_image(
         self,
@@ -414,7 +417,13 @@ class _BlobStore:
         handle.flush()
         os.fsync(handle.fileno())
         os.replace(temp, final)
-        _fsync_dir(self.folder)
+        self._renamed = True  # the folder is synced once, before index.json names the blob
+
+    def sync(self) -> None:
+        """The renames of the blobs placed so far survive a crash from now on."""
+        if self._renamed:
+            _fsync_dir(self.folder)
+            self._renamed = False
 
 
 def _blob_error(folder: Path, exc: OSError) -> LayoutError:
