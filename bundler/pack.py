@@ -550,9 +550,7 @@ def _push(layout: str, name: str, options: PackOptions, registry: RegistryAccess
     )
 
 
-def _distroless_tree(
-    plan: Plan, resolver: Resolver, paths: list[str], variant: str
-) -> list[Entry]:
+def _distroless_tree(plan: Plan, resolver: Resolver, paths: list[str], variant: str) -> list[Entry]:
     """What the distroless base lacks, as one tree to COPY onto it: each path as a file (COPY
     would follow its links) in its link-free folder, the status.d entries of the packages
     those files come from (the base has its own packages' entries), the root's top-level links

@@ -10,7 +10,8 @@ in any folder and on any machine.
 The layout is written so that a call killed at any moment leaves a valid layout with every
 earlier entry intact: a lock file serialises writers, every blob is written under a temporary
 name, fsynced and renamed into place, and ``index.json`` is replaced in one rename once every
-blob it names is there (their folder synced once, first). Temporaries of dead calls are removed by the next call, under the lock.
+blob it names is there (their folder synced once, first). Temporaries of dead calls are
+removed by the next call, under the lock.
 """
 
 from __future__ import annotations

@@ -393,4 +393,3 @@ def _signals_to_the_main_thread() -> None:
     """Workers block Ctrl-C and SIGTERM: the kernel hands them to the main thread, so that
     where it holds them (outputs being renamed into place) they wait, as they must."""
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-
