@@ -4,6 +4,8 @@
 #                + ruff + mypy + pytest
 #   make demo    pack this machine's python3 with what a real job needs; build and run it FROM scratch
 #   make bench   bench/resolve.py: ldd vs lddtree vs scratchpack over the host corpus
+#   make bench-pack  bench/pack.py: packing (-o, --oci, --docker-archive; first and unchanged
+#                repack) against tar | gzip -6 of the same files, redis-server and node
 #   make fuzz    fuzz/fuzz_elf.py: mutated ELF files against the reader and the CLI, FUZZ_SECONDS
 #                (`make test` runs a bounded, repeatable ~1 minute of it: tests/test_fuzz_elf.py)
 #
@@ -56,7 +58,7 @@ FUZZ_SECONDS ?= 600
 # FUZZ_SEED=N repeats a run; by default each run draws new inputs.
 FUZZ_SEED    ?=
 
-.PHONY: all deps venv lint test demo bench fuzz docker-engine binfmt clean distclean
+.PHONY: all deps venv lint test demo bench bench-pack fuzz docker-engine binfmt clean distclean
 
 all: test
 
@@ -129,6 +131,12 @@ demo: deps venv
 ## bench: ldd vs lddtree vs scratchpack (BENCH_ARGS='--limit 200 --json').
 bench: deps venv
 	$(BIN)/python bench/resolve.py $(BENCH_ARGS)
+
+## bench-pack: packing against tar | gzip -6, from the tests' cached bookworm tree (built by
+## `make test`; BENCH_PACK_ARGS='--repeat 5 --json').
+BENCH_PACK_ARGS ?=
+bench-pack: venv
+	$(BIN)/python bench/pack.py $(BENCH_PACK_ARGS)
 
 ## fuzz: the ELF fuzzing harness for FUZZ_SECONDS; crashes are saved in fuzz/crashes/ (exit 1).
 fuzz: venv

@@ -100,7 +100,18 @@ HELP_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     (
         "Outputs",
-        ("output", "oci", "docker_archive", "distroless", "stage", "as_json", "sizes"),
+        (
+            "output",
+            "oci",
+            "docker_archive",
+            "distroless",
+            "stage",
+            "as_json",
+            "sizes",
+            "cache_size",
+            "no_cache",
+            "clear_cache",
+        ),
     ),
     ("Building and checking with Docker", ("build_tag", "verify", "verify_timeout")),
     ("Registries", ("push", "insecure_registry")),
@@ -347,7 +358,32 @@ class SectionedCommand(click.Command):
     "--jobs",
     type=click.IntRange(0, 64),
     default=0,
-    help="Parser processes for many programs (0: one per core).",
+    help="Parser processes for many programs, and compression threads (0: one per core). "
+    "The bytes written are the same for any number.",
+)
+@click.option(
+    "--cache-size",
+    default="1G",
+    show_default=True,
+    envvar="SCRATCHPACK_CACHE_SIZE",
+    metavar="SIZE",
+    help="Bound of the layer cache in $XDG_CACHE_HOME/scratchpack (~/.cache/scratchpack): "
+    "compressed layers and tarballs by the digest of their tar, so an unchanged one is never "
+    "compressed twice; least recently used go first. Bytes, or with K, M, G; 0 turns it off "
+    "(env SCRATCHPACK_CACHE_SIZE).",
+)
+@click.option(
+    "--no-cache",
+    is_flag=True,
+    help="Neither read nor fill the layer cache (an --oci layout still reuses its own blobs).",
+)
+@click.option(
+    "--clear-cache",
+    is_flag=True,
+    is_eager=True,
+    expose_value=False,
+    callback=lambda ctx, _param, value: _clear_cache(ctx, value),
+    help="Empty the layer cache, say how much it freed, and exit.",
 )
 @click.option(
     "--dlopen",
@@ -415,6 +451,7 @@ def _warn_missing(resolver: Resolver, binaries: list[Binary]) -> None:
 
 def _pack(opts: dict[str, Any], resolver: Resolver, search_path: tuple[str, ...], cwd: str) -> None:
     from bundler.pack import PackOptions, make_plan, manifest, write_outputs
+    from bundler.staging.blobs import CompressionOptions
 
     if opts["insecure_registry"] and not opts["push"]:
         raise UsageError("--insecure-registry goes with --push")
@@ -471,6 +508,11 @@ def _pack(opts: dict[str, Any], resolver: Resolver, search_path: tuple[str, ...]
         push=opts["push"],
         insecure_registry=opts["insecure_registry"],
         allow_secrets=tuple(opts["allow_secrets"]),
+        compression=CompressionOptions(
+            workers=opts["jobs"],
+            cache_folder=None if opts["no_cache"] else str(_cache_folder()),
+            cache_bytes=_cache_bytes(opts["cache_size"]),
+        ),
     )
     _warn_public_config(options.image)
     baseline = None
@@ -626,6 +668,33 @@ def _exit_codes(text: str) -> frozenset[int]:
         return frozenset(int(code) for code in text.split(",") if code.strip())
     except ValueError:
         raise UsageError(f"--trace-ok-exit {text!r}: expected numbers like 0,1") from None
+
+
+def _cache_folder() -> Path:
+    """$XDG_CACHE_HOME/scratchpack, or ~/.cache/scratchpack (XDG base directories)."""
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "scratchpack"
+
+
+def _clear_cache(ctx: click.Context, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from bundler.staging.blobs import LayerCache
+
+    folder = _cache_folder()
+    freed = LayerCache(folder).clear()
+    click.echo(f"scratchpack: layer cache {folder} emptied ({_size(freed)} freed)", err=True)
+    ctx.exit(EXIT_OK)
+
+
+def _cache_bytes(text: str) -> int:
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    value = text.strip().upper().removesuffix("B").removesuffix("I")
+    number, unit = (value[:-1], value[-1]) if value[-1:] in units else (value, "")
+    if not number.isdigit():
+        raise UsageError(f"--cache-size {text!r}: expected bytes, or a number with K, M or G")
+    return int(number) * units[unit]
 
 
 def _source_date_epoch() -> int:

@@ -14,7 +14,7 @@ import shlex
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,8 +41,11 @@ from bundler.packages.metadata import (
 from bundler.runtime.interpreters import warn_interpreters
 from bundler.runtime.needs import Runtime, expand_groups, trace_user
 from bundler.runtime.python_codecs import codec_modules
+from bundler.staging.blobs import CompressionOptions, Compressor, compressor
 from bundler.staging.output import OutputDir
 from bundler.staging.plan import (
+    DIR,
+    EXTRA,
     FILE,
     HARDLINK,
     SYMLINK,
@@ -61,11 +64,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ROOTFS, TARBALL, DOCKERFILE, DISTROLESS = (
+ROOTFS, TARBALL, DOCKERFILE, DISTROLESS, DISTROLESS_TREE = (
     "rootfs",
     "rootfs.tar.gz",
     "Dockerfile",
     "Dockerfile.distroless",
+    "distroless",
 )
 SPDX_FILE, CYCLONEDX_FILE = "sbom.spdx.json", "sbom.cdx.json"
 LD_SO_CACHE = "/etc/ld.so.cache"
@@ -98,6 +102,8 @@ class PackOptions:
     push: str | None = None  # --push REF: the registry reference to push the image to
     insecure_registry: bool = False  # --insecure-registry: plain HTTP allowed for --push
     allow_secrets: tuple[str, ...] = ()  # --allow-secret GLOBs: secrets packed on purpose
+    # -j and the layer cache (--cache-size, --no-cache): how tarball and layers are compressed.
+    compression: CompressionOptions = field(default_factory=CompressionOptions)
 
     @property
     def layered(self) -> bool:
@@ -431,6 +437,19 @@ def write_outputs(
     registry: RegistryAccess | None = None,
 ) -> Packed:
     """Every output asked for; ``registry`` (credentials, TLS, progress lines) for --push."""
+    with compressor(options.compression) as packer:
+        return _write_outputs(plan, binaries, options, resolver, packer, progress, registry)
+
+
+def _write_outputs(
+    plan: Plan,
+    binaries: list[Binary],
+    options: PackOptions,
+    resolver: Resolver,
+    packer: Compressor,
+    progress: Progress | None,
+    registry: RegistryAccess | None,
+) -> Packed:
     entries = plan.sorted_entries()
     config = options.image
     if not config.entrypoint:
@@ -448,7 +467,9 @@ def write_outputs(
         sboms = _sboms(build_contents(plan, database, owners, name, options.epoch))
     image = None
     if options.layered:
-        image = _write_image(plan, binaries, options, resolver, config, name, sboms, registry)
+        image = _write_image(
+            plan, binaries, options, resolver, config, name, sboms, registry, packer
+        )
     sizes = tuple(sizes_by_package(plan, owners)) if database is not None else ()
     if options.output is None:
         return Packed(plan, binaries, outputs, distroless_paths, image, sizes)
@@ -457,18 +478,25 @@ def write_outputs(
             ROOTFS, lambda top: build_tree(entries, top, options.epoch, progress)
         )
         outputs[TARBALL] = txn.write_file(
-            TARBALL, lambda handle: write_tarball(entries, handle, options.epoch, progress)
+            TARBALL,
+            lambda handle: write_tarball(
+                entries, handle, options.epoch, progress, packer, Path(handle.name)
+            ),
         )
         outputs[DOCKERFILE] = txn.write_text(DOCKERFILE, render_scratch(config, TARBALL))
         if options.distroless:
             distroless_paths = _distroless_paths(plan, binaries, resolver, options.distroless)
-            made = _distroless_metadata(plan, resolver, distroless_paths, options.output)
-            text = render_distroless(
-                config, options.distroless, options.stage, distroless_paths, made
+            tree = _distroless_tree(plan, resolver, distroless_paths, options.distroless)
+            outputs[DISTROLESS_TREE] = txn.write_tree(
+                DISTROLESS_TREE, lambda top: build_tree(tree, top, options.epoch, None)
             )
+            source = posixpath.join(options.output, DISTROLESS_TREE)
+            text = render_distroless(config, options.distroless, options.stage, source)
             outputs[DISTROLESS] = txn.write_text(DISTROLESS, text)
         else:
-            out.remove(DISTROLESS)  # ours, from an earlier run: it would describe another pack
+            # Ours, from an earlier run: they would describe another pack.
+            out.remove(DISTROLESS)
+            out.remove(DISTROLESS_TREE)
         for sbom_name in (SPDX_FILE, CYCLONEDX_FILE):
             if sbom_name in sboms:
                 outputs[sbom_name] = txn.write_text(sbom_name, sboms[sbom_name].decode())
@@ -504,6 +532,7 @@ def _write_image(
     name: str,
     sboms: dict[str, bytes],
     registry: RegistryAccess | None,
+    packer: Compressor,
 ) -> WrittenImage:
     """--oci, --docker-archive and --push: the plan as a layered image, no daemon involved. In
     a layout, the SBOMs are attached to the image as OCI artifacts (``subject``); --push sends
@@ -515,15 +544,15 @@ def _write_image(
     digest = None
     pushed = None
     if options.oci:
-        digest = _into_layout(options.oci, spec, name, sboms)
+        digest = _into_layout(options.oci, spec, name, sboms, packer)
         log.info("%s: image %s (%s) in %s", name, digest, spec.platform, options.oci)
     if options.push:
         with tempfile.TemporaryDirectory(prefix="scratchpack-push-") as scratch:
-            layout = options.oci or _made_layout(scratch, spec, name, sboms)
+            layout = options.oci or _made_layout(scratch, spec, name, sboms, packer)
             pushed = _push(layout, name, options, registry or RegistryAccess())
         digest = digest or pushed.digest
     if options.docker_archive:
-        write_docker_archive(options.docker_archive, spec, name)
+        write_docker_archive(options.docker_archive, spec, name, compressor=packer)
         log.info("%s: written for docker load as %s", options.docker_archive, name)
     layers = tuple((layer.comment, len(layer.entries)) for layer in spec.layers)
     return WrittenImage(name, digest, str(spec.platform), layers, pushed)
@@ -539,20 +568,24 @@ class RegistryAccess:
     progress: Callable[[str], None] | None = None
 
 
-def _into_layout(layout: str, spec: ImageSpec, name: str, sboms: dict[str, bytes]) -> str:
+def _into_layout(
+    layout: str, spec: ImageSpec, name: str, sboms: dict[str, bytes], packer: Compressor
+) -> str:
     from bundler.image.oci import write_oci_layout
     from bundler.image.referrers import CYCLONEDX_JSON, SPDX_JSON, attach_artifact
 
-    digest = write_oci_layout(layout, spec, name)
+    digest = write_oci_layout(layout, spec, name, compressor=packer)
     for file_name, kind in ((SPDX_FILE, SPDX_JSON), (CYCLONEDX_FILE, CYCLONEDX_JSON)):
         if file_name in sboms:
             attach_artifact(layout, digest, kind, kind, sboms[file_name], title=file_name)
     return digest
 
 
-def _made_layout(scratch: str, spec: ImageSpec, name: str, sboms: dict[str, bytes]) -> str:
+def _made_layout(
+    scratch: str, spec: ImageSpec, name: str, sboms: dict[str, bytes], packer: Compressor
+) -> str:
     layout = os.path.join(scratch, "oci")
-    _into_layout(layout, spec, name, sboms)
+    _into_layout(layout, spec, name, sboms, packer)
     return layout
 
 
@@ -571,20 +604,69 @@ def _push(layout: str, name: str, options: PackOptions, registry: RegistryAccess
     )
 
 
-def _distroless_metadata(
-    plan: Plan, resolver: Resolver, copied: list[str], output: str
-) -> list[tuple[str, str]]:
-    """The status.d entries of the packages whose files the COPY lines bring, from this run's
-    rootfs/ in the builder stage (the base image has its own packages' entries)."""
-    database = open_database(resolver.root)
-    if database is None:
-        return []
-    owners = {database.owner(path) for path in copied} - {None}
-    made = []
-    for path in metadata_paths(sorted(p for p in owners if p)):
-        if path in plan.entries:
-            made.append((posixpath.join(output, ROOTFS) + path, path))
-    return made
+def _distroless_tree(plan: Plan, resolver: Resolver, paths: list[str], variant: str) -> list[Entry]:
+    """What the distroless base lacks, as one tree to COPY onto it: each path as a file (COPY
+    would follow its links) in its link-free folder, the status.d entries of the packages
+    those files come from (the base has its own packages' entries), the root's top-level links
+    to folders (``/lib -> usr/lib``) the base has none of, the folders --mkdir makes, and the
+    folders above all that."""
+    root = resolver.root
+    chosen: dict[str, Entry] = {}
+    for path in paths:
+        entry = _file_behind(plan, root, path)
+        if entry is None:
+            log.info("%s: not a file of the plan; not in the distroless tree", path)
+            continue
+        dest = _link_free(root, path)
+        chosen[dest] = replace(entry, path=dest)
+    database = open_database(root)
+    if database is not None:
+        owners = sorted({p for p in map(database.owner, paths) if p})
+        for path in metadata_paths(owners):
+            if path in plan.entries:
+                chosen[path] = plan.entries[path]
+    for entry in plan.sorted_entries():
+        if entry.type == DIR and entry.kind == EXTRA:
+            # --mkdir's folders (and --user's home): the program writes there, as its owner.
+            dest = _link_free(root, entry.path)
+            chosen[dest] = replace(entry, path=dest)
+    shipped_paths, _sonames = shipped_by_base(root, variant)
+    shipped_tops = {p.split("/")[1] for p in shipped_paths if p.count("/") >= 2}
+    for path in paths:
+        top = "/" + path.split("/")[1]
+        link = plan.entries.get(top)
+        if link is not None and link.type == SYMLINK and top[1:] not in shipped_tops:
+            chosen[top] = link  # the program's own name for it (/lib64/ld-linux-x86-64.so.2)
+    for path in list(chosen):
+        parent = posixpath.dirname(path)
+        while parent != "/" and parent not in chosen:
+            folder_entry = plan.entries.get(parent)
+            if folder_entry is None or folder_entry.type != DIR:
+                folder_entry = Entry(parent, DIR, 0o755, EntryKind.PARENT)
+            chosen[parent] = folder_entry
+            parent = posixpath.dirname(parent)
+    return [chosen[p] for p in sorted(chosen)]
+
+
+def _link_free(root: FsRoot, path: str) -> str:
+    """PATH with the links of its folders resolved (its own name kept)."""
+    return posixpath.join(root.resolve(posixpath.dirname(path)), posixpath.basename(path))
+
+
+def _file_behind(plan: Plan, root: FsRoot, path: str) -> Entry | None:
+    """The regular file of the plan that PATH names, links followed."""
+    entry = plan.entries.get(path) or plan.entries.get(root.resolve(path))
+    for _ in range(40):
+        if entry is None or entry.type == FILE:
+            return entry
+        if entry.type == HARDLINK and entry.target is not None:
+            entry = plan.entries.get(entry.target)
+        elif entry.type == SYMLINK and entry.target is not None:
+            target = posixpath.normpath(posixpath.join(posixpath.dirname(entry.path), entry.target))
+            entry = plan.entries.get(target) or plan.entries.get(root.resolve(target))
+        else:
+            return None
+    return None
 
 
 def _distroless_paths(

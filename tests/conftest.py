@@ -390,3 +390,19 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 LOADER_REPORT = pytest.StashKey[str]()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _own_layer_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Packs run by the tests (in process or as `python -m bundler`) fill a layer cache of
+    the session's own, never the user's ~/.cache/scratchpack."""
+    folder = tmp_path_factory.mktemp("xdg-cache")
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(folder)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("XDG_CACHE_HOME", None)
+        else:
+            os.environ["XDG_CACHE_HOME"] = before

@@ -557,3 +557,92 @@ def test_the_same_pack_in_two_build_steps_is_identical(
     if not set(differ) <= {"etc/hosts"}:
         pytest.fail(f"not (only) the known bug: {differ}")
     assert differ == [], differ
+
+
+# ----- Dockerfile.distroless --------------------------------------------------------------------
+# gcr.io cannot be reached here: the base is a stand-in of the same name's packages (libc6 and
+# libssl3, with their status.d entries) from the bookworm tree, merged-/usr as that tree is (the
+# hard case for a COPY of folders: /lib is a link), under a tag of the test's own.
+DISTROLESS_BASE_PACKAGES = ("libc6", "libssl3")
+
+
+def distroless_stand_in(root: Path, dest: Path) -> Path:
+    """DEST: the files of DISTROLESS_BASE_PACKAGES as the root has them, their folders' links
+    kept at the top (``/lib -> usr/lib``), their status.d entries, and /tmp."""
+    import os
+    import posixpath
+
+    from bundler.loader.rootfs import FsRoot
+
+    tree = FsRoot(str(root))
+    info = root / "var/lib/dpkg/info"
+    for top in sorted(os.listdir(root)):
+        if (root / top).is_symlink():
+            (dest / top).parent.mkdir(parents=True, exist_ok=True)
+            (dest / top).symlink_to(os.readlink(root / top))
+    listed: list[str] = []
+    for package in DISTROLESS_BASE_PACKAGES:
+        names = [n for n in os.listdir(info) if n in (f"{package}.list", f"{package}:amd64.list")]
+        listed += (info / names[0]).read_text().splitlines()
+    for path in listed:
+        if path in ("", "/."):
+            continue
+        # The folder's links resolved inside the root (never through this machine's own).
+        inside = posixpath.join(tree.resolve(posixpath.dirname(path)), posixpath.basename(path))
+        source = root / inside.lstrip("/")
+        target = dest / inside.lstrip("/")
+        if source.is_symlink():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.is_symlink():
+                target.symlink_to(os.readlink(source))
+        elif source.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        elif source.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    status_d = dest / "var/lib/dpkg/status.d"
+    status_d.mkdir(parents=True)
+    for package in DISTROLESS_BASE_PACKAGES:
+        (status_d / package).write_text(f"Package: {package}\n")
+    (dest / "tmp").mkdir(mode=0o1777)
+    return dest
+
+
+def test_redis_on_a_distroless_base_adds_one_layer_and_answers_ping(
+    kit: Any,  # noqa: F811
+    builder: str,  # noqa: F811
+    debootstrap_root: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    base = kit.tag("distroless-base")
+    kit.import_tree(distroless_stand_in(debootstrap_root, tmp_path_factory.mktemp("base")), base)
+    stage = tmp_path_factory.mktemp("distroless-stage")
+    got = tmp_path_factory.mktemp("distroless-got")
+    out = pack_in_stage(
+        kit, builder, stage, "distroless", [f"{REDIS_COMMAND} -o /out --distroless base"], got
+    )
+    text = (out / "Dockerfile.distroless").read_text()
+    assert "FROM gcr.io/distroless/base-debian12\n" in text
+    # The generated file as it is, after the stage that ran scratchpack (the image of
+    # pack_in_stage, /out in it), on the stand-in base.
+    context = tmp_path_factory.mktemp("distroless-build")
+    stage_tag = kit.tag("stage-distroless")
+    dockerfile = text.replace("FROM gcr.io/distroless/base-debian12", f"FROM {base}")
+    (context / "Dockerfile").write_text(f"FROM {stage_tag} AS build\n{dockerfile}")
+    image = kit.build(context, kit.tag("redis-distroless"))
+    base_layers = kit.client.images.get(base).attrs["RootFS"]["Layers"]
+    layers = image.attrs["RootFS"]["Layers"]
+    assert layers[: len(base_layers)] == base_layers
+    added = len(layers) - len(base_layers)
+    assert 1 <= added <= 3, f"{added} layers on the base"
+    network = kit.network(kit.name("net-redis-distroless"))
+    server = kit.start(
+        image.tags[0], list(REDIS_ARGS), name=kit.name("redis-distroless"), network=network
+    )
+    assert kit.wait_for_pong(builder, server.name, network, server) == "PONG"
+    report(
+        capsys,
+        f"redis on a distroless base: {added} layer(s) on the base, "
+        f"{mb(int(image.attrs['Size']) - kit.image_size(base))} added",
+    )

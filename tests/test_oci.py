@@ -421,7 +421,10 @@ for path in sorted(Path(sources).iterdir()):
     big.append(Entry("/data/" + path.name, "file", 0o644, "extra", source=str(path),
                      size=path.stat().st_size))
 small = Entry("/marker", "file", 0o644, "extra", size=len(marker), data=marker.encode())
-layers = (LayerSpec((Entry("/data", "dir", 0o755, "directory"), *big), "big files"),
+# The marker in the big layer too: each writer's big layer is new, so it is compressed (a layer
+# the layout already has would be reused, and written in no time).
+inside = Entry("/data/~marker", "file", 0o644, "extra", size=len(marker), data=marker.encode())
+layers = (LayerSpec((Entry("/data", "dir", 0o755, "directory"), *big, inside), "big files"),
           LayerSpec((small,), "marker"))
 config = ImageConfig(entrypoint=("/marker",), env=(("MARKER", marker),))
 print(write_oci_layout(layout, ImageSpec(layers, config, Platform("amd64")), name))

@@ -42,6 +42,7 @@ from bundler.image.oci import (
     write_layer,
 )
 from bundler.image.spec import ImageSpec, LayerSpec
+from bundler.staging.blobs import Compressor
 from bundler.staging.tree import Progress
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,11 @@ def full_name(name: str) -> str:
 
 
 def write_docker_archive(
-    path: str | os.PathLike[str], image: ImageSpec, repo_tag: str, progress: Progress | None = None
+    path: str | os.PathLike[str],
+    image: ImageSpec,
+    repo_tag: str,
+    progress: Progress | None = None,
+    compressor: Compressor | None = None,
 ) -> str:
     """Write the archive to PATH, beside it first and renamed into place; the image id (the
     config's digest, which ``docker load`` and ``docker images`` show)."""
@@ -117,7 +122,7 @@ def write_docker_archive(
         # calls that were killed.
         fcntl.flock(fd, fcntl.LOCK_EX)
         with open(fd, "w+b") as handle:
-            image_id = write_archive_stream(handle, image, repo_tag, progress)
+            image_id = write_archive_stream(handle, image, repo_tag, progress, compressor, temp)
             handle.flush()
             os.fsync(handle.fileno())
             os.replace(temp, final)
@@ -130,12 +135,18 @@ def write_docker_archive(
 
 
 def write_archive_stream(
-    handle: BinaryIO, image: ImageSpec, repo_tag: str, progress: Progress | None = None
+    handle: BinaryIO,
+    image: ImageSpec,
+    repo_tag: str,
+    progress: Progress | None = None,
+    compressor: Compressor | None = None,
+    path: Path | None = None,
 ) -> str:
     """The archive into HANDLE (seekable: each layer's header is written after its blob);
-    the image id."""
+    the image id. Layers come from COMPRESSOR's cache when it has them (PATH: the file HANDLE
+    writes, read back to fill the cache)."""
     name, tag = docker_reference(repo_tag)
-    out = _TarWriter(handle)
+    out = _TarWriter(handle, compressor, path)
     out.directory("blobs/")
     out.directory(f"{BLOBS.as_posix()}/")
     layers = [out.layer(layer, image.epoch, progress) for layer in image.layers]
@@ -176,9 +187,13 @@ def _member(descriptor: Descriptor) -> str:
 class _TarWriter:
     """A tar written by hand, so a member's header can follow its (streamed) content."""
 
-    def __init__(self, handle: BinaryIO) -> None:
+    def __init__(
+        self, handle: BinaryIO, compressor: Compressor | None = None, path: Path | None = None
+    ) -> None:
         self.handle = handle
         self.written: set[str] = set()
+        self.compressor = compressor
+        self.path = path
 
     def directory(self, name: str) -> None:
         self.handle.write(_header(name, 0, tarfile.DIRTYPE, 0o755))
@@ -198,7 +213,7 @@ class _TarWriter:
     def layer(self, layer: LayerSpec, epoch: int, progress: Progress | None) -> LayerBlob:
         start = self.handle.tell()
         self.handle.write(bytes(BLOCK))  # the header's place, filled in below
-        blob = write_layer(layer, self.handle, epoch, progress)
+        blob = write_layer(layer, self.handle, epoch, progress, self.compressor, source=self.path)
         if blob.descriptor.digest in self.written:
             # Two layers of the same bytes: the archive holds the blob once.
             self.handle.seek(start)

@@ -1,15 +1,17 @@
 """Blobs of an image and the OCI image layout (image-spec 1.1) that holds them.
 
 A layer is the reproducible tar of its entries (``stage.write_tar``; its sha256 is the layer's
-diff_id), gzip-compressed with no name, time 0 and a fixed level: the blob. Both hashes are
-taken while the bytes stream to disk, so no layer is ever held in memory. The config and the
+diff_id), gzip-compressed as ``bundler.staging.blobs`` does it: the blob. Both hashes are taken
+while the bytes stream to disk, so no layer is ever held in memory; a layer whose diff_id an
+image of the layout already has is not compressed again, its blob is reused. The config and the
 manifest are canonical JSON (sorted keys, no spaces): the same inputs give the same digests
 in any folder and on any machine.
 
 The layout is written so that a call killed at any moment leaves a valid layout with every
 earlier entry intact: a lock file serialises writers, every blob is written under a temporary
 name, fsynced and renamed into place, and ``index.json`` is replaced in one rename once every
-blob it names is there. Temporaries of dead calls are removed by the next call, under the lock.
+blob it names is there (their folder synced once, first). Temporaries of dead calls are
+removed by the next call, under the lock.
 """
 
 from __future__ import annotations
@@ -17,21 +19,22 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import gzip
+import functools
 import hashlib
 import itertools
 import json
 import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple, cast
+from typing import Any, BinaryIO, NamedTuple
 
 from bundler.errors import ScratchpackError, UsageError
 from bundler.image.dockerfile import ImageConfig
 from bundler.image.spec import ImageSpec, LayerSpec, Platform
+from bundler.staging.blobs import Blob, Compressor, file_digest
 from bundler.staging.tree import Progress, rfc3339, write_tar
 
 log = logging.getLogger(__name__)
@@ -45,10 +48,8 @@ LAYOUT_FILE = "oci-layout"
 LAYOUT_VERSION = "1.0.0"
 INDEX_FILE = "index.json"
 BLOBS = Path("blobs", "sha256")
-# Fixed, so the same layer gives the same blob; 6 (gzip's default) is most of 9's gain for
-# much less time on big layers.
-GZIP_LEVEL = 6
-CHUNK = 1 << 20
+# Layers other tools may have written, which a layout reuses as gzip blobs.
+GZIP_LAYERS = (MEDIA_LAYER, "application/vnd.docker.image.rootfs.diff.tar.gzip")
 # Our own names in a layout folder: distinct from the output folder's (bundler.staging.output), so a
 # layout inside an output folder never waits for, nor removes, what a pack run holds.
 LOCK_NAME = ".scratchpack-oci.lock"
@@ -104,42 +105,22 @@ def descriptor_of(media_type: str, data: bytes) -> Descriptor:
 # ----- blobs ------------------------------------------------------------------------------------
 
 
-class _HashingWriter:
-    """Passes bytes on to ``handle``, counting and hashing them (tarfile needs ``tell``)."""
-
-    def __init__(self, handle: BinaryIO | gzip.GzipFile) -> None:
-        self.handle = handle
-        self.sha256 = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> int:
-        self.handle.write(data)
-        self.sha256.update(data)
-        self.size += len(data)
-        return len(data)
-
-    def tell(self) -> int:
-        return self.size
-
-    def flush(self) -> None:
-        self.handle.flush()
-
-    @property
-    def digest(self) -> str:
-        return "sha256:" + self.sha256.hexdigest()
-
-
 def write_layer(
-    layer: LayerSpec, handle: BinaryIO, epoch: int, progress: Progress | None = None
+    layer: LayerSpec,
+    handle: BinaryIO,
+    epoch: int,
+    progress: Progress | None = None,
+    compressor: Compressor | None = None,
+    reuse: Callable[[str], Blob | None] | None = None,
+    source: Path | None = None,
 ) -> LayerBlob:
-    """The layer's blob into ``handle`` (from its position on): tar, gzip, both hashed."""
-    blob = _HashingWriter(handle)
-    with gzip.GzipFile(
-        filename="", mode="wb", fileobj=cast(BinaryIO, blob), mtime=0, compresslevel=GZIP_LEVEL
-    ) as gz:
-        tar = _HashingWriter(gz)
-        write_tar(layer.entries, cast(BinaryIO, tar), epoch, progress)
-    return LayerBlob(Descriptor(MEDIA_LAYER, blob.digest, blob.size), tar.digest)
+    """The layer's blob into ``handle`` (from its position on), or REUSE's blob of the same
+    diff_id (nothing written): the tar is hashed first, compressed only when no blob of it is
+    known (``bundler.staging.blobs``)."""
+    write = functools.partial(write_tar, layer.entries, epoch=epoch)
+    hashing = functools.partial(write_tar, layer.entries, epoch=epoch, progress=progress)
+    blob = (compressor or Compressor(None, 1, None)).make(write, handle, reuse, hashing, source)
+    return LayerBlob(Descriptor(MEDIA_LAYER, blob.digest, blob.size), blob.diff_id)
 
 
 def platform_json(platform: Platform) -> dict[str, str]:
@@ -207,16 +188,18 @@ def write_oci_layout(
     image: ImageSpec,
     name: str,
     progress: Progress | None = None,
+    compressor: Compressor | None = None,
 ) -> str:
     """Add IMAGE to the OCI layout DIRECTORY (created if needed) as NAME, replacing an image
-    of that name; the manifest's digest. Other images of the layout stay."""
+    of that name; the manifest's digest. Other images of the layout stay. A layer whose
+    diff_id an image of the layout already has is not compressed again: its blob is reused."""
     if not _REF_NAME.fullmatch(name):
         raise UsageError(
             f"{name!r}: not a valid image name in an OCI layout (letters, digits, and "
             "- . _ : @ + / between them)"
         )
     with layout_writer(directory) as layout:
-        manifest = layout.blobs.add_image(image, progress)
+        manifest = layout.blobs.add_image(image, progress, compressor, layout.known_layers())
         platform = platform_json(image.platform)
         before = layout.manifests()
         same_name = [m for m in before if _ref_name(m) == name]
@@ -275,9 +258,33 @@ class LayoutWriter:
     def manifests(self) -> list[dict[str, Any]]:
         return list(read_index(self.top)["manifests"])
 
+    def known_layers(self) -> dict[str, Descriptor]:
+        """diff_id -> gzip blob of every layer of every image the layout lists (read from
+        their configs and manifests; what cannot be read is skipped, never trusted)."""
+        known: dict[str, Descriptor] = {}
+        for entry, _name in listed_manifests(self.top, self.manifests()):
+            if entry.get("mediaType") != MEDIA_MANIFEST:
+                continue
+            try:
+                manifest = read_json_blob(self.top, entry["digest"])
+                config = read_json_blob(self.top, manifest["config"]["digest"])
+                diff_ids = config["rootfs"]["diff_ids"]
+                layers = manifest["layers"]
+                if len(diff_ids) != len(layers):
+                    continue
+                for diff_id, layer in zip(diff_ids, layers, strict=True):
+                    if layer.get("mediaType") in GZIP_LAYERS and isinstance(diff_id, str):
+                        descriptor = Descriptor(MEDIA_LAYER, layer["digest"], int(layer["size"]))
+                        blob_path(self.top, descriptor.digest)  # a sha256 digest, or skipped
+                        known.setdefault(diff_id, descriptor)
+            except (LayoutError, KeyError, TypeError, ValueError, AttributeError):
+                continue
+        return known
+
     def write_index(self, manifests: list[dict[str, Any]]) -> None:
         """index.json with MANIFESTS (sorted: the same layout, the same bytes), other fields
         of the index kept."""
+        self.blobs.sync()  # every blob it names is there for good before index.json names it
         index = {**read_index(self.top), "schemaVersion": 2, "mediaType": MEDIA_INDEX}
         index["manifests"] = sorted(manifests, key=lambda m: (_ref_name(m), m["digest"]))
         _replace_file(self.top, INDEX_FILE, canonical_json(index))
@@ -335,21 +342,53 @@ class _BlobStore:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._serial = itertools.count()
+        self._renamed = False
 
-    def add_image(self, image: ImageSpec, progress: Progress | None) -> Descriptor:
-        """Every blob of IMAGE; the manifest's descriptor."""
-        layers = [self.add_layer(layer, image.epoch, progress) for layer in image.layers]
+    def add_image(
+        self,
+        image: ImageSpec,
+        progress: Progress | None,
+        compressor: Compressor | None = None,
+        known: dict[str, Descriptor] | None = None,
+    ) -> Descriptor:
+        """Every blob of IMAGE; the manifest's descriptor. KNOWN: blobs of the layout by
+        diff_id, reused when they are whole."""
+        layers = [
+            self.add_layer(layer, image.epoch, progress, compressor, known or {})
+            for layer in image.layers
+        ]
         config = self.add_bytes(MEDIA_CONFIG, config_bytes(image, [b.diff_id for b in layers]))
         return self.add_bytes(
             MEDIA_MANIFEST, manifest_bytes(config, [b.descriptor for b in layers])
         )
 
-    def add_layer(self, layer: LayerSpec, epoch: int, progress: Progress | None) -> LayerBlob:
+    def add_layer(
+        self,
+        layer: LayerSpec,
+        epoch: int,
+        progress: Progress | None,
+        compressor: Compressor | None = None,
+        known: dict[str, Descriptor] | None = None,
+    ) -> LayerBlob:
         # The digest is known only once the layer is written; a blob already there is kept
         # and the new copy dropped.
+        def reuse(diff_id: str) -> Blob | None:
+            descriptor = (known or {}).get(diff_id)
+            if descriptor is None:
+                return None
+            path = self.folder / descriptor.hex
+            if file_digest(path) == (descriptor.digest, descriptor.size):
+                log.info("%s: layer %s reused", path, diff_id)
+                return Blob(descriptor.digest, descriptor.size, diff_id)
+            log.warning("%s: damaged or missing; the layer is written again", path)
+            path.unlink(missing_ok=True)  # we hold the lock: the new copy takes its place
+            return None
+
         with self._temp() as (temp, handle):
-            blob = write_layer(layer, handle, epoch, progress)
-            self._place(temp, handle, blob.descriptor)
+            found = reuse if known else None  # a layout of no layers has nothing to reuse
+            blob = write_layer(layer, handle, epoch, progress, compressor, found, temp)
+            if handle.tell():
+                self._place(temp, handle, blob.descriptor)
         return blob
 
     def add_bytes(self, media_type: str, data: bytes) -> Descriptor:
@@ -379,7 +418,13 @@ class _BlobStore:
         handle.flush()
         os.fsync(handle.fileno())
         os.replace(temp, final)
-        _fsync_dir(self.folder)
+        self._renamed = True  # the folder is synced once, before index.json names the blob
+
+    def sync(self) -> None:
+        """The renames of the blobs placed so far survive a crash from now on."""
+        if self._renamed:
+            _fsync_dir(self.folder)
+            self._renamed = False
 
 
 def _blob_error(folder: Path, exc: OSError) -> LayoutError:

@@ -29,6 +29,8 @@ DIVERSIONS = f"{DPKG}/diversions"
 # Debian's priorities, most basic first (a stable order for layers that many images share).
 PRIORITIES = ("required", "important", "standard", "optional", "extra")
 _FIELD = re.compile(r"^([!-9;-~]+):[ \t]*(.*)$")
+# What normpath would change in an absolute path: doubled or trailing slashes, . and .. parts.
+_UNUSUAL = re.compile(r"//|/\.\.?(?:/|$)|/$")
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,8 @@ class Database:
     root: FsRoot
     packages: dict[str, Package] = field(default_factory=dict)
     _lists: dict[str, list[str]] = field(default_factory=dict, repr=False)
+    # Folder -> its link-free spelling: thousands of listed paths share a few hundred folders.
+    _parents: dict[str, str] = field(default_factory=dict, repr=False)
 
     @cached_property
     def owners(self) -> dict[str, str]:
@@ -156,11 +160,18 @@ class Database:
     def key(self, image_path: str) -> str:
         """A path with its parent folder's links resolved: the one spelling both the dpkg lists
         and the plan reduce to."""
-        parent, name = posixpath.split(posixpath.normpath("/" + image_path.lstrip("/")))
-        try:
-            return posixpath.join(self.root.resolve(parent), name)
-        except SymlinkLoop:
-            return image_path
+        path = image_path
+        if not path.startswith("/") or _UNUSUAL.search(path):
+            path = posixpath.normpath("/" + path.lstrip("/"))
+        parent, _, name = path.rpartition("/")
+        parent = parent or "/"
+        resolved = self._parents.get(parent)
+        if resolved is None:
+            try:
+                resolved = self._parents[parent] = self.root.resolve(parent)
+            except SymlinkLoop:
+                return image_path
+        return posixpath.join(resolved, name)
 
 
 @cache

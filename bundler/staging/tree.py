@@ -9,7 +9,7 @@ folder.
 from __future__ import annotations
 
 import datetime
-import gzip
+import functools
 import io
 import logging
 import os
@@ -17,8 +17,9 @@ import shutil
 import tarfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import BinaryIO
 
+from bundler.staging.blobs import Blob, Compressor
 from bundler.staging.plan import DIR, FILE, HARDLINK, SYMLINK, Entry
 
 log = logging.getLogger(__name__)
@@ -85,12 +86,23 @@ def _set_times(path: Path, mtime: int) -> None:
 
 
 def write_tarball(
-    entries: Iterable[Entry], handle: BinaryIO, epoch: int, progress: Progress | None
-) -> None:
+    entries: Iterable[Entry],
+    handle: BinaryIO,
+    epoch: int,
+    progress: Progress | None,
+    compressor: Compressor | None = None,
+    source: Path | None = None,
+) -> Blob:
     """A gzip'd tar of the entries: sorted, numeric owners with no names, mtimes clamped, GNU
-    format (no PAX time records), gzip header with no file name and time 0."""
-    with gzip.GzipFile(filename="", mode="wb", fileobj=handle, mtime=0, compresslevel=9) as gz:
-        write_tar(entries, cast(BinaryIO, gz), epoch, progress)
+    format (no PAX time records), gzip header with no file name and time 0; compressed as
+    every layer is (``bundler.staging.blobs``), or taken from COMPRESSOR's cache when an
+    earlier pack made the same tar (SOURCE: the file HANDLE writes, to fill the cache)."""
+    ordered = sorted(entries, key=lambda e: e.path)
+    write = functools.partial(write_tar, ordered, epoch=epoch)
+    hashing = functools.partial(write_tar, ordered, epoch=epoch, progress=progress)
+    return (compressor or Compressor(None, 1, None)).make(
+        write, handle, hashing=hashing, source=source
+    )
 
 
 def write_tar(
