@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import BinaryIO, cast
 
 from bundler.errors import ScratchpackError
+from bundler.staging.output import STOPPING_SIGNALS
 
 log = logging.getLogger(__name__)
 
@@ -390,6 +391,6 @@ def compressor(options: CompressionOptions | None) -> Iterator[Compressor]:
 
 
 def _signals_to_the_main_thread() -> None:
-    """Workers block Ctrl-C and SIGTERM: the kernel hands them to the main thread, so that
+    """Workers block the stopping signals: the kernel hands them to the main thread, so that
     where it holds them (outputs being renamed into place) they wait, as they must."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOPPING_SIGNALS)

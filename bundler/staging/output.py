@@ -22,6 +22,11 @@ from typing import BinaryIO
 
 from bundler.errors import ScratchpackError
 
+# The signals that stop a run: Ctrl-C, SIGTERM, and SIGALRM, which carries an interruption
+# raised again (``bundler.__main__``). Held while outputs are committed, and always blocked in
+# worker threads, so that the main thread alone takes them, where it can hold them.
+STOPPING_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGALRM})
+
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".scratchpack.lock"
@@ -151,10 +156,8 @@ class Transaction:
 def _signals_held() -> Iterator[None]:
     """Ctrl-C and SIGTERM wait while outputs are renamed into place or temporaries removed: a
     signal there would leave outputs of two runs side by side, or temporaries behind. They are
-    delivered right after (SIGKILL cannot wait; the next run removes what it leaves). SIGALRM
-    too: it carries an interruption raised again (``bundler.__main__``)."""
-    held = {signal.SIGINT, signal.SIGTERM, signal.SIGALRM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    delivered right after (SIGKILL cannot wait; the next run removes what it leaves)."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOPPING_SIGNALS)
     try:
         yield
     finally:
