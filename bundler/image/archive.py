@@ -43,6 +43,7 @@ from bundler.image.oci import (
 )
 from bundler.image.spec import ImageSpec, LayerSpec
 from bundler.staging.blobs import Compressor
+from bundler.staging.output import sync_file
 from bundler.staging.tree import Progress
 
 log = logging.getLogger(__name__)
@@ -123,8 +124,7 @@ def write_docker_archive(
         fcntl.flock(fd, fcntl.LOCK_EX)
         with open(fd, "w+b") as handle:
             image_id = write_archive_stream(handle, image, repo_tag, progress, compressor, temp)
-            handle.flush()
-            os.fsync(handle.fileno())
+            sync_file(handle)
             os.replace(temp, final)
     except OSError as exc:
         raise _archive_error(final, exc) from None

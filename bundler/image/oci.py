@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import functools
 import hashlib
 import itertools
@@ -35,6 +34,13 @@ from bundler.errors import ScratchpackError, UsageError
 from bundler.image.dockerfile import ImageConfig
 from bundler.image.spec import ImageSpec, LayerSpec, Platform
 from bundler.staging.blobs import Blob, Compressor, file_digest
+from bundler.staging.output import (
+    open_lock,
+    replace_file,
+    sync_file,
+    sync_folder,
+    taking_turns,
+)
 from bundler.staging.tree import Progress, rfc3339, write_tar
 
 log = logging.getLogger(__name__)
@@ -415,15 +421,14 @@ class _BlobStore:
         final = self.folder / descriptor.hex
         if final.exists():
             return
-        handle.flush()
-        os.fsync(handle.fileno())
+        sync_file(handle)
         os.replace(temp, final)
         self._renamed = True  # the folder is synced once, before index.json names the blob
 
     def sync(self) -> None:
         """The renames of the blobs placed so far survive a crash from now on."""
         if self._renamed:
-            _fsync_dir(self.folder)
+            sync_folder(self.folder)
             self._renamed = False
 
 
@@ -478,18 +483,11 @@ def _locked(top: Path) -> Iterator[None]:
     """The layout's lock for the whole write: concurrent calls into one folder take turns."""
     try:
         top.mkdir(parents=True, exist_ok=True)
-        fd = os.open(top / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = open_lock(top / LOCK_NAME)
     except OSError as exc:
         raise LayoutError(f"{top}: cannot create the OCI layout: {exc.strerror}") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.warning("%s: another scratchpack run is writing this layout; waiting", top)
-            fcntl.flock(fd, fcntl.LOCK_EX)
+    with taking_turns(fd, top):
         yield
-    finally:
-        os.close(fd)
 
 
 def _remove_temps(folder: Path) -> None:
@@ -515,27 +513,10 @@ def _start_layout(top: Path) -> None:
 
 def _replace_file(top: Path, name: str, data: bytes) -> None:
     """NAME gets DATA in one rename: a reader sees the old file or the new one, whole."""
-    temp = top / f"{TEMP_PREFIX}{os.getpid()}-{name}"
     try:
-        with open(temp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, top / name)
-        _fsync_dir(top)
+        replace_file(top / name, data, top / f"{TEMP_PREFIX}{os.getpid()}-{name}")
     except OSError as exc:
         raise LayoutError(f"{top / name}: cannot write: {exc.strerror}") from None
-    finally:
-        temp.unlink(missing_ok=True)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """The rename itself survives a crash only once the folder is synced."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ----- reading ----------------------------------------------------------------------------------

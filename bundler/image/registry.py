@@ -50,6 +50,7 @@ from bundler.image.transport import (
     Session,
     TlsSettings,
 )
+from bundler.staging.output import replace_file
 
 __all__ = [
     "CredentialStore",
@@ -274,14 +275,13 @@ class BlobLocations:
         if not self._changed:
             return
         temp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        document = json.dumps({"version": 1, "registries": self._data}).encode()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            temp.write_text(json.dumps({"version": 1, "registries": self._data}))
-            os.replace(temp, self.path)
+            replace_file(self.path, document, temp)
         except OSError as exc:
             # Only a hint for later pushes: never a reason to fail this one.
             log.debug("%s: not written (%s)", self.path, exc)
-            temp.unlink(missing_ok=True)
 
 
 # ----- the push -----------------------------------------------------------------------------------

@@ -53,18 +53,9 @@ class OutputDir:
             ) from None
         if not self.path.is_dir():
             raise OutputError(f"{self.path}: is not a folder")
-        lock_path = self.path / LOCK_NAME
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                log.warning("%s: another scratchpack run is writing here; waiting", self.path)
-                fcntl.flock(fd, fcntl.LOCK_EX)
+        with taking_turns(open_lock(self.path / LOCK_NAME), self.path):
             self._remove_stale_temps()
             yield self
-        finally:
-            os.close(fd)
 
     def _remove_stale_temps(self) -> None:
         # Left by a run that was killed (SIGKILL leaves no chance to clean up); we hold the lock,
@@ -99,6 +90,55 @@ class OutputDir:
         _remove(self.path / name)
 
 
+def open_lock(path: Path) -> int:
+    """The lock file of a folder scratchpack writes into, opened (created if absent)."""
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
+
+@contextlib.contextmanager
+def taking_turns(lock_fd: int, folder: Path) -> Iterator[None]:
+    """Hold the lock ``lock_fd`` (closed at the end) for the block: runs writing into one
+    folder take turns, and one that must wait says so."""
+    try:
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("%s: another scratchpack run is writing here; waiting", folder)
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(lock_fd)
+
+
+def sync_file(handle: BinaryIO) -> None:
+    """What was written to ``handle`` is on disk, not only in the page cache: a rename that
+    follows can never name a file whose bytes a crash lost."""
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+def sync_folder(folder: Path) -> None:
+    """The renames into ``folder`` survive a crash only once the folder itself is synced."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_file(final: Path, data: bytes, temp: Path) -> None:
+    """``final`` gets ``data`` in one rename from ``temp``: a reader sees the old file or the
+    new one, whole, before and after a crash. OSError is the caller's to report."""
+    try:
+        with open(temp, "wb") as handle:
+            handle.write(data)
+            sync_file(handle)
+        os.replace(temp, final)
+        sync_folder(final.parent)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
 class Transaction:
     """Temporary outputs waiting to be renamed into place together."""
 
@@ -115,8 +155,7 @@ class Transaction:
         try:
             with open(temp, "wb") as handle:
                 writer(handle)
-                handle.flush()
-                os.fsync(handle.fileno())
+                sync_file(handle)
             os.chmod(temp, mode)
         except OSError as exc:
             raise _output_error(final, exc) from None
