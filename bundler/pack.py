@@ -85,6 +85,9 @@ class PackOptions:
     package_metadata: bool = True
     push: str | None = None  # --push REF: the registry reference to push the image to
     insecure_registry: bool = False  # --insecure-registry: plain HTTP allowed for --push
+    push_retries: int = 5  # --push-retries: tries after the first, per request
+    push_timeout: float = 300.0  # --push-timeout: seconds one blob or manifest may keep failing
+    push_jobs: int = 4  # --push-jobs: blobs uploaded at once
 
     @property
     def layered(self) -> bool:
@@ -475,6 +478,7 @@ class RegistryAccess:
     credentials: CredentialStore | None = None
     tls: TlsSettings | None = None
     progress: Callable[[str], None] | None = None
+    meter: Callable[[int, int], None] | None = None  # (bytes sent, bytes to send)
 
 
 def _into_layout(layout: str, spec: ImageSpec, name: str, sboms: dict[str, bytes]) -> str:
@@ -495,7 +499,7 @@ def _made_layout(scratch: str, spec: ImageSpec, name: str, sboms: dict[str, byte
 
 
 def _push(layout: str, name: str, options: PackOptions, registry: RegistryAccess) -> PushResult:
-    from bundler.image.registry import push
+    from bundler.image.registry import RetryPolicy, push
 
     assert options.push is not None
     return push(
@@ -506,6 +510,9 @@ def _push(layout: str, name: str, options: PackOptions, registry: RegistryAccess
         tls=registry.tls,
         insecure=options.insecure_registry,
         progress=registry.progress,
+        retry=RetryPolicy(attempts=options.push_retries + 1, total=options.push_timeout),
+        jobs=options.push_jobs,
+        meter=registry.meter,
     )
 
 
