@@ -84,6 +84,8 @@ CACHE_REPOSITORIES = 4  # per blob: the latest repositories that held it
 MB = 1_000_000
 JOBS = 4  # blobs uploaded at once
 MIN_CHUNK = 1 << 16  # no chunk smaller, whatever 413s say
+# A manifest PUT's answer for a blob the repository lacks: the spec's code, and distribution's
+BLOB_UNKNOWN = ("MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN")
 
 Progress = Callable[[str], None]
 Meter = Callable[[int, int], None]  # (bytes sent, bytes to send)
@@ -647,10 +649,10 @@ class _Pusher:
 
     def push_manifest(self, manifest: _Manifest, tag_or_digest: str) -> Response:
         """The manifest's blobs, then the manifest. A registry that lost a blob since (it
-        answers BLOB_UNKNOWN) gets the blobs it names again, then the manifest once more."""
+        answers MANIFEST_BLOB_UNKNOWN) gets the blobs it names again, then the manifest once more."""
         self.push_blobs(manifest.blobs)
         answer = self._put_manifest(manifest, tag_or_digest)
-        if _error_code(answer) == "BLOB_UNKNOWN" and manifest.blobs:
+        if _error_code(answer) in BLOB_UNKNOWN and manifest.blobs:
             lost = _unknown_blobs(answer, manifest.blobs)
             self.progress(
                 f"{_short(manifest.digest)}: the registry lost {len(lost)} blob(s); "
@@ -745,7 +747,7 @@ def _unknown_blobs(answer: Response, blobs: tuple[_Blob, ...]) -> tuple[_Blob, .
     named = set()
     errors = answer.json().get("errors")
     for error in errors if isinstance(errors, list) else ():
-        if isinstance(error, dict) and error.get("code") == "BLOB_UNKNOWN":
+        if isinstance(error, dict) and error.get("code") in BLOB_UNKNOWN:
             named.update(re.findall(r"sha256:[0-9a-f]{64}", json.dumps(error.get("detail"))))
     found = tuple(b for b in blobs if b.digest in named)
     return found or blobs
