@@ -1,14 +1,17 @@
 """An HTTP proxy of the tests' own on 127.0.0.1 that behaves as a busy network and a fronting
 proxy do, in front of a registry (tests/registrykit.py), on a seeded schedule.
 
-Each request it takes draws from ``random.Random(seed)``, in the order requests arrive (with
-parallel uploads, thread timing may reorder draws between runs of one seed; the mix is the
-seed's). The faults, each with its probability in ``Faults``:
+Each request draws its fault from a generator seeded by the seed and what the request is (its
+method, its path with an upload's id left out, its Content-Range and length) and how often that
+was asked before: a schedule is the seed's whatever order parallel uploads take. The faults,
+each with its probability in ``Faults``:
 
 - ``502`` after reading the request (an upstream that failed), ``503`` (overloaded);
 - ``429`` with ``Retry-After`` in seconds, or as an HTTP date;
 - ``cut``: an upload's body is cut part-way: the proxy reads some of it and closes the
-  connection; nothing reaches the registry (the proxy buffers bodies, as nginx does);
+  connection; nothing reaches the registry (the proxy buffers bodies, as nginx does). Its
+  chance grows with the body, as a drop per byte sent would: ``pcut`` for a body of
+  ``body_cap`` bytes;
 - ``stall``: the request waits ``stall`` seconds before it is forwarded (at most
   ``max_stalls`` of them, to keep the tests short);
 - any body over ``body_cap`` bytes gets 413, as Cloudflare's cap and nginx's
@@ -27,6 +30,7 @@ import contextlib
 import email.utils
 import http.client
 import random
+import re
 import socket
 import socketserver
 import threading
@@ -43,7 +47,7 @@ class Faults:
     p502: float = 0.06
     p503: float = 0.06
     p429: float = 0.08  # half in seconds, half as a date
-    pcut: float = 0.12  # of requests with a body
+    pcut: float = 0.12  # of a body of body_cap bytes; less for a smaller one
     pstall: float = 0.04
     max_stalls: int = 2
     stall: float = 3.0
@@ -61,36 +65,41 @@ class FaultProxy:
         self.upstream = upstream
         self.faults = faults
         self.before_forward = before_forward
-        self.rng = random.Random(faults.seed)
+        self.seen: collections.Counter[str] = collections.Counter()
         self.lock = threading.Lock()
         self.received = 0  # bytes of request bodies read from clients
         self.injected: collections.Counter[str] = collections.Counter()
         self.requests = 0
         self.stalls = 0
+        self.log: list[tuple[str, str, int, str]] = []  # method, path, body length, fault
 
     def count(self, n: int) -> None:
         with self.lock:
             self.received += n
 
-    def draw(self, method: str, length: int) -> str:
+    def draw(self, method: str, target: str, content_range: str, length: int) -> str:
         f = self.faults
+        path = re.sub(r"/uploads/[^/?]+", "/uploads/ID", target.partition("?")[0])
+        key = f"{f.seed} {method} {path} {content_range} {length}"
         with self.lock:
             self.requests += 1
-            if f.methods and method not in f.methods:
-                return ""
-            roll = self.rng.random()
+            if (f.methods and method not in f.methods) or length > f.body_cap:
+                return ""  # (a body over the cap gets its 413)
+            self.seen[key] += 1
+            rng = random.Random(f"{key} {self.seen[key]}")
+            roll = rng.random()
             fault = ""
-            for name, p in (("502", f.p502), ("503", f.p503), ("429", f.p429),
-                            ("cut", f.pcut if length > 0 else 0.0),
+            cut = f.pcut * min(1.0, length / f.body_cap)
+            for name, p in (("502", f.p502), ("503", f.p503), ("429", f.p429), ("cut", cut),
                             ("stall", f.pstall)):  # fmt: skip
                 if roll < p:
                     fault = name
                     break
                 roll -= p
             if fault == "429":
-                fault = "429s" if self.rng.random() < 0.5 else "429d"
+                fault = "429s" if rng.random() < 0.5 else "429d"
             if fault == "cut":
-                fault = f"cut:{self.rng.randrange(1, length)}" if length > 1 else ""
+                fault = f"cut:{rng.randrange(1, length)}" if length > 1 else ""
             if fault == "stall":
                 if self.stalls >= f.max_stalls:
                     fault = ""
@@ -99,6 +108,10 @@ class FaultProxy:
             if fault:
                 self.injected[fault.partition(":")[0]] += 1
             return fault
+
+    def note(self, method: str, target: str, length: int, fault: str) -> None:
+        with self.lock:
+            self.log.append((method, target.partition("?")[0], length, fault))
 
 
 class _Handler(socketserver.StreamRequestHandler):
@@ -116,6 +129,9 @@ class _Handler(socketserver.StreamRequestHandler):
 
     def _one(self, proxy: FaultProxy) -> bool:
         """One request; False when the connection is to close."""
+        if self.rfile.peek(1)[:1] == b"\x16":  # a TLS handshake: plain HTTP here, as Go says
+            self._answer(400, b"Client sent an HTTP request to an HTTPS server.\n", close=True)
+            return False
         line = self.rfile.readline(65537)
         if not line:
             return False
@@ -130,8 +146,10 @@ class _Handler(socketserver.StreamRequestHandler):
             return False
         length = int(headers.get("Content-Length") or 0)
         expect = (headers.get("Expect") or "").lower() == "100-continue"
-        fault = proxy.draw(method, length)
-        if length > proxy.faults.body_cap:
+        fault = proxy.draw(method, target, headers.get("Content-Range") or "", length)
+        too_large = length > proxy.faults.body_cap
+        proxy.note(method, target, length, "413" if too_large else fault)
+        if too_large:
             with proxy.lock:
                 proxy.injected["413"] += 1
             if not expect:

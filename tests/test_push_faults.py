@@ -99,7 +99,7 @@ def test_every_fault_schedule_completes(
         ):
             t0 = time.monotonic()
             done = push_echo(tmp, big_file, host, f"faults/echo:seed{seed}",
-                             "--push-retries", "8", "--push-timeout", "120")  # fmt: skip
+                             "--push-retries", "8", "--push-timeout", "120", "-v")  # fmt: skip
             took = time.monotonic() - t0
             assert done.returncode == 0, f"seed {seed}: {done.stderr}"
             digest = done.stdout.strip().splitlines()[-1]
@@ -109,7 +109,11 @@ def test_every_fault_schedule_completes(
             ratio = proxy.received / stored
             rows.append((seed, dict(proxy.injected), proxy.requests, took, ratio))
             assert proxy.injected["413"] >= 1, "the big layer never met the body cap"
-            assert ratio <= 1.5, f"seed {seed}: {proxy.received} B sent for {stored} B stored"
+            faulted = [row for row in proxy.log if row[2] and row[3]]
+            assert ratio <= 1.5, (
+                f"seed {seed}: {proxy.received} B sent for {stored} B stored; faults on bodies: "
+                f"{faulted}; {done.stderr[-3000:]}"
+            )
             assert digest.startswith("sha256:")
     with capsys.disabled():
         print(f"\nfault schedules ({time.monotonic() - started:.0f} s):")

@@ -84,6 +84,7 @@ CACHE_REPOSITORIES = 4  # per blob: the latest repositories that held it
 MB = 1_000_000
 JOBS = 4  # blobs uploaded at once
 MIN_CHUNK = 1 << 16  # no chunk smaller, whatever 413s say
+FAULT_CHUNK = 1 << 18  # no smaller chunks after a fault
 # A manifest PUT's answer for a blob the repository lacks: the spec's code, and distribution's
 BLOB_UNKNOWN = ("MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN")
 
@@ -510,11 +511,16 @@ class _Pusher:
         location = _location(started)
         minimum = _int_header(started, "OCI-Chunk-Min-Length")
         offset = 0
+        # After each fault, this blob's chunks halve (down to FAULT_CHUNK): on a network that
+        # cuts, a fault then costs less to send again.
+        cautious: int | None = None
         while offset < blob.size:
             if self.failed.is_set():
                 raise RegistryError(f"{self.target.registry}: stopped: another upload failed")
             with self.lock:
                 chunk = self.chunk
+            if cautious is not None:
+                chunk = cautious if chunk is None else min(chunk, cautious)
             length = (
                 blob.size - offset
                 if chunk is None
@@ -531,6 +537,7 @@ class _Pusher:
                 if not exc.passing:
                     raise
                 tries.failed(str(exc).removeprefix(f"{self.target.registry}: "))
+                cautious = max(FAULT_CHUNK, minimum, length // 2)
                 location, offset = self._resume(blob, location, offset, tries)
                 continue
             if answer.status == 202 and _location(answer):
@@ -550,6 +557,7 @@ class _Pusher:
             elif answer.status == 416 or answer.status in RETRY_STATUSES:
                 if answer.status != 416:
                     tries.answer(answer)
+                    cautious = max(FAULT_CHUNK, minimum, length // 2)
                 location, offset = self._resume(blob, location, offset, tries)
             elif _error_code(answer) in ("BLOB_UPLOAD_UNKNOWN", "BLOB_UPLOAD_INVALID"):
                 raise _Restart(f"the registry lost the upload ({error_message(answer)})", offset)
@@ -649,7 +657,8 @@ class _Pusher:
 
     def push_manifest(self, manifest: _Manifest, tag_or_digest: str) -> Response:
         """The manifest's blobs, then the manifest. A registry that lost a blob since (it
-        answers MANIFEST_BLOB_UNKNOWN) gets the blobs it names again, then the manifest once more."""
+        answers MANIFEST_BLOB_UNKNOWN) gets the blobs it names again, then the manifest once
+        more."""
         self.push_blobs(manifest.blobs)
         answer = self._put_manifest(manifest, tag_or_digest)
         if _error_code(answer) in BLOB_UNKNOWN and manifest.blobs:

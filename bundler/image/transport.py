@@ -569,7 +569,8 @@ class Session:
         self, method: str, url: str, headers: Mapping[str, str], body: Body | None = None
     ) -> Response:
         """One request, no auth added; one retry when a kept-alive connection was closed
-        by the other end. A failed connection is a NetworkError."""
+        by the other end, for a request with no body (one with a body may have been cut on
+        its way: its caller knows how to go on). A failed connection is a NetworkError."""
         parts = urllib.parse.urlsplit(url)
         if parts.scheme == "http" and not self.insecure:
             raise RegistryError(
@@ -583,7 +584,7 @@ class Session:
                 return self._exchange(connection, method, target, headers, body)
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
                 self._drop(key)
-                if not (reused and attempt == 1):
+                if not (reused and attempt == 1 and not (body and body.length)):
                     raise self.network_error(parts.netloc, exc) from None
             except (OSError, http.client.HTTPException) as exc:
                 self._drop(key)
