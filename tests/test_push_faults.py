@@ -10,6 +10,8 @@ Every push runs the CLI as a user would (``python -m bundler``).
 
 from __future__ import annotations
 
+import email.utils
+import http.client
 import json
 import os
 import random
@@ -24,6 +26,8 @@ import pytest
 from faultproxy import Faults, running_proxy
 from registrykit import Registry, running_registry
 from test_docker import kit  # noqa: F401
+
+from bundler.image.transport import RegistryError
 
 SCHEDULES = (1, 2, 3, 4, 5, 6)
 BIG = 3 << 20  # a layer over the proxy's 1 MiB body cap
@@ -247,3 +251,103 @@ def test_credentials_from_a_docker_credential_helper(tmp_path: Path, big_file: P
         done = push_echo(tmp_path, big_file, registry.host, "helped/echo:2", env=env)
         assert done.returncode != 0
         assert "asks for credentials" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_a_terminal_sees_the_bytes_go_up(tmp_path: Path, big_file: Path) -> None:
+    needs("docker-registry")
+    import pty
+
+    with running_registry(tmp_path / "registry") as registry:
+        primary, secondary = pty.openpty()
+        env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"),
+               "DOCKER_CONFIG": str(tmp_path / "none")}  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bundler", "/bin/echo", "--extra", str(big_file),
+             "--push", f"{registry.host}/tty/echo:1", "--insecure-registry"],
+            stdout=subprocess.PIPE, stderr=secondary, env=env,
+        )  # fmt: skip
+        os.close(secondary)
+        seen = b""
+        while True:
+            try:
+                data = os.read(primary, 65536)
+            except OSError:  # the other end closed
+                break
+            if not data:
+                break
+            seen += data
+        os.close(primary)
+        assert proc.wait(timeout=120) == 0, seen.decode(errors="replace")
+        piped = push_echo(tmp_path, big_file, registry.host, "tty/echo:2")
+    assert piped.returncode == 0, piped.stderr
+    assert "\x1b[K" not in piped.stderr and "uploading 3.15 MB" in piped.stderr  # lines, no meter
+    text = seen.decode(errors="replace")
+    assert "\r\x1b[Kscratchpack: uploading " in text, text
+    last = text.rpartition("scratchpack: uploading ")[2].partition("\r")[0]
+    sent, _, total = last.partition(" of ")
+    assert sent.strip() == total.strip(), last  # every byte counted, once
+
+
+# ----- the retry policy, on a clock of the test's own ------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def answer(status: int, **headers: str) -> Any:
+    from bundler.image.transport import Response
+
+    message = http.client.HTTPMessage()
+    for name, value in headers.items():
+        message[name.replace("_", "-")] = value
+    return Response(status, message, b"")
+
+
+def test_backoff_doubles_with_jitter_and_retry_after_wins() -> None:
+    from bundler.image.transport import RetryPolicy
+
+    fake = FakeClock()
+    policy = RetryPolicy(attempts=6, total=1000, base=0.5, cap=4.0, rng=random.Random(1),
+                         clock=fake.clock, sleep=fake.sleep, now=lambda: 5000.0)  # fmt: skip
+    tries = policy.tries("reg:5000", "upload of blob sha256:ab")
+    for _ in range(4):
+        tries.answer(answer(502))
+    for n, slept in enumerate(fake.slept, 1):
+        top = min(4.0, 0.5 * 2 ** (n - 1))
+        assert top / 2 <= slept <= top, (n, slept)
+    date = email.utils.formatdate(5007.0, usegmt=True)
+    tries.answer(answer(429, Retry_After=date))
+    assert fake.slept[-1] == pytest.approx(7.0)
+    with pytest.raises(RegistryError) as caught:
+        tries.answer(answer(429, Retry_After="3"))
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("reg:5000: upload of blob sha256:ab: gave up after 6 tries")
+    assert message.endswith("last: HTTP 429")
+
+
+def test_the_total_time_bounds_the_waits() -> None:
+    from bundler.image.transport import RetryPolicy
+
+    fake = FakeClock()
+    policy = RetryPolicy(attempts=100, total=10.0, clock=fake.clock, sleep=fake.sleep)
+    tries = policy.tries("reg:5000", "manifest 1")
+    tries.answer(answer(503, Retry_After="4"))
+    tries.answer(answer(503, Retry_After="4"))
+    with pytest.raises(RegistryError, match=r"manifest 1: gave up after 3 tries in 8 s"):
+        tries.answer(answer(503, Retry_After="4"))  # 8 s spent, 4 more would pass 10
+    assert fake.slept == [4.0, 4.0]
+    tries.progressed()  # a chunk went through: the count and the time start anew
+    tries.answer(answer(503, Retry_After="4"))
+    assert fake.slept == [4.0, 4.0, 4.0]
