@@ -351,3 +351,10 @@ def test_the_total_time_bounds_the_waits() -> None:
     tries.progressed()  # a chunk went through: the count and the time start anew
     tries.answer(answer(503, Retry_After="4"))
     assert fake.slept == [4.0, 4.0, 4.0]
+
+
+def test_push_flags_go_with_push(tmp_path: Path) -> None:
+    for flag, value in (("--push-retries", "3"), ("--push-timeout", "60"), ("--push-jobs", "2")):
+        done = scratchpack(tmp_path, "/bin/true", "-o", str(tmp_path / "out"), flag, value)
+        assert done.returncode == 2, done.stderr
+        assert f"{flag} goes with --push" in done.stderr
