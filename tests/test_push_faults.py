@@ -279,7 +279,7 @@ def test_a_terminal_sees_the_bytes_go_up(tmp_path: Path, big_file: Path) -> None
             seen += data
         os.close(primary)
         assert proc.wait(timeout=120) == 0, seen.decode(errors="replace")
-        piped = push_echo(tmp_path, big_file, registry.host, "tty/echo:2")
+        piped = push_echo(tmp_path / "piped", big_file, registry.host, "piped/echo:1")
     assert piped.returncode == 0, piped.stderr
     assert "\x1b[K" not in piped.stderr and "uploading 3.15 MB" in piped.stderr  # lines, no meter
     text = seen.decode(errors="replace")
