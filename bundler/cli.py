@@ -40,6 +40,7 @@ log = logging.getLogger("bundler")
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_OUTPUT = "scratchpack-out"
+CLEAR_LINE = "\r\033[K"  # back to the start of a terminal line, and erase it
 
 HELP = """Pack PROGRAM and exactly the files its dynamic loader maps into a FROM scratch image.
 
@@ -114,7 +115,7 @@ HELP_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),
     ("Building and checking with Docker", ("build_tag", "verify", "verify_timeout")),
-    ("Registries", ("push", "insecure_registry")),
+    ("Registries", ("push", "insecure_registry", "push_retries", "push_timeout", "push_jobs")),
     ("Loader settings", ("ld_library_path", "hwcaps_option", "cpu_features_option")),
     ("General", ("jobs", "verbose", "quiet", "version", "help")),
 )
@@ -200,6 +201,33 @@ class SectionedCommand(click.Command):
     "--insecure-registry",
     is_flag=True,
     help="With --push: allow plain HTTP and unverified TLS to that registry.",
+)
+@click.option(
+    "--push-retries",
+    type=click.IntRange(0, 100),
+    default=5,
+    show_default=True,
+    metavar="N",
+    help="With --push: try a request again up to N times after a passing fault (HTTP 408, "
+    "429, 500, 502, 503, 504; a connection reset, cut or timed out), waiting longer each time "
+    "or as Retry-After asks. An upload that moves on starts its count anew.",
+)
+@click.option(
+    "--push-timeout",
+    type=click.FloatRange(0, min_open=True),
+    default=300.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="With --push: give up on a blob or manifest that keeps failing for this long, naming "
+    "it and its last error.",
+)
+@click.option(
+    "--push-jobs",
+    type=click.IntRange(1, 32),
+    default=4,
+    show_default=True,
+    metavar="N",
+    help="With --push: upload N blobs at once.",
 )
 @click.option(
     "--max-layers",
@@ -455,6 +483,10 @@ def _pack(opts: dict[str, Any], resolver: Resolver, search_path: tuple[str, ...]
 
     if opts["insecure_registry"] and not opts["push"]:
         raise UsageError("--insecure-registry goes with --push")
+    for flag in ("push_retries", "push_timeout", "push_jobs"):
+        source = click.get_current_context().get_parameter_source(flag)
+        if source == click.core.ParameterSource.COMMANDLINE and not opts["push"]:
+            raise UsageError(f"--{flag.replace('_', '-')} goes with --push")
 
     layered = opts["oci"] or opts["docker_archive"] or opts["push"]
     output = opts["output"] or (None if layered else DEFAULT_OUTPUT)
@@ -513,6 +545,9 @@ def _pack(opts: dict[str, Any], resolver: Resolver, search_path: tuple[str, ...]
             cache_folder=None if opts["no_cache"] else str(_cache_folder()),
             cache_bytes=_cache_bytes(opts["cache_size"]),
         ),
+        push_retries=opts["push_retries"],
+        push_timeout=opts["push_timeout"],
+        push_jobs=opts["push_jobs"],
     )
     _warn_public_config(options.image)
     baseline = None
@@ -555,11 +590,26 @@ def _registry_access(quiet: bool) -> RegistryAccess:
     from bundler.image.registry import CredentialStore, TlsSettings
     from bundler.pack import RegistryAccess
 
+    terminal = not quiet and sys.stderr.isatty()
+
     def say(line: str) -> None:
-        click.echo(f"scratchpack: {line}", err=True)
+        # On a terminal, over the byte meter's line; it is drawn again at the next bytes.
+        click.echo(f"{CLEAR_LINE if terminal else ''}scratchpack: {line}", err=True)
+
+    def meter(sent: int, total: int) -> None:
+        click.echo(
+            f"{CLEAR_LINE}scratchpack: uploading {_size(sent)} of {_size(total)}",
+            err=True,
+            nl=False,
+        )
 
     progress = None if quiet else say
-    return RegistryAccess(CredentialStore.from_docker_config(), TlsSettings(), progress)
+    return RegistryAccess(
+        CredentialStore.from_docker_config(),
+        TlsSettings(),
+        progress,
+        meter if terminal else None,
+    )
 
 
 def _summary(packed: Packed, options: PackOptions) -> None:

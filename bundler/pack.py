@@ -104,6 +104,9 @@ class PackOptions:
     allow_secrets: tuple[str, ...] = ()  # --allow-secret GLOBs: secrets packed on purpose
     # -j and the layer cache (--cache-size, --no-cache): how tarball and layers are compressed.
     compression: CompressionOptions = field(default_factory=CompressionOptions)
+    push_retries: int = 5  # --push-retries: tries after the first, per request
+    push_timeout: float = 300.0  # --push-timeout: seconds one blob or manifest may keep failing
+    push_jobs: int = 4  # --push-jobs: blobs uploaded at once
 
     @property
     def layered(self) -> bool:
@@ -566,6 +569,7 @@ class RegistryAccess:
     credentials: CredentialStore | None = None
     tls: TlsSettings | None = None
     progress: Callable[[str], None] | None = None
+    meter: Callable[[int, int], None] | None = None  # (bytes sent, bytes to send)
 
 
 def _into_layout(
@@ -590,7 +594,7 @@ def _made_layout(
 
 
 def _push(layout: str, name: str, options: PackOptions, registry: RegistryAccess) -> PushResult:
-    from bundler.image.registry import push
+    from bundler.image.registry import RetryPolicy, push
 
     assert options.push is not None
     return push(
@@ -601,6 +605,9 @@ def _push(layout: str, name: str, options: PackOptions, registry: RegistryAccess
         tls=registry.tls,
         insecure=options.insecure_registry,
         progress=registry.progress,
+        retry=RetryPolicy(attempts=options.push_retries + 1, total=options.push_timeout),
+        jobs=options.push_jobs,
+        meter=registry.meter,
     )
 
 

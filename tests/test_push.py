@@ -121,7 +121,10 @@ def test_credentials_from_docker_config(tmp_path: Path, monkeypatch: pytest.Monk
     assert CredentialStore.from_docker_config().lookup("host:5000") is None
 
 
-def test_credential_helpers_are_told_in_one_line(tmp_path: Path) -> None:
+def test_a_credential_helper_not_on_path_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
     folder = docker_config(
         tmp_path, {"ghcr.io": {}}, credsStore="desktop", credHelpers={"gcr.io": "gcloud"}
     )
@@ -131,6 +134,7 @@ def test_credential_helpers_are_told_in_one_line(tmp_path: Path) -> None:
             store.lookup(key)
         message = str(caught.value)
         assert f"docker-credential-{helper}" in message and "\n" not in message
+        assert "is not on PATH" in message
 
 
 def test_a_broken_docker_config_is_one_line(tmp_path: Path) -> None:

@@ -1,9 +1,11 @@
 """HTTP to one registry (OCI distribution spec), as Docker talks to it, with the standard library.
 
 - Credentials come from the user's Docker config (``$DOCKER_CONFIG/config.json``, else
-  ``~/.docker/config.json``): the ``auths`` map, ``auth`` being base64 ``user:password``.
-  Credential helpers (``credsStore``, ``credHelpers``) are not run; a registry whose
-  credentials live only there is told in one line.
+  ``~/.docker/config.json``): the ``auths`` map, ``auth`` being base64 ``user:password``; for
+  a registry that ``credHelpers`` names (else any, when ``credsStore`` is set), as Docker does,
+  ``docker-credential-NAME get`` with the registry's host on stdin, its JSON answer giving
+  ``Username`` and ``Secret`` (``<token>`` as the user: an identity token, sent to a Bearer
+  realm as an OAuth2 refresh token).
 - TLS is verified against what Docker trusts: the system CA bundle plus every ``*.crt`` of
   ``/etc/docker/certs.d/HOST:PORT/``, and a client certificate ``*.cert`` with its ``*.key``
   from there. Plain HTTP only for a registry the caller names insecure (as Docker, that first
@@ -11,25 +13,38 @@
 - Auth follows the registry's ``WWW-Authenticate`` challenge on ``GET /v2/``: ``Basic`` sends
   the credentials; ``Bearer`` fetches a token from the realm for the scopes the push needs.
 - Every request has a timeout; every failure is one line naming the registry and what failed.
+- A request that meets a passing fault (408, 429, 500, 502, 503, 504; a connection reset,
+  closed or timed out) is tried again (``RetryPolicy``): exponential backoff with jitter, or
+  what ``Retry-After`` asks (seconds or an HTTP date), within a number of tries and a time.
+- A large body is sent with ``Expect: 100-continue``: a server (or a fronting proxy) that
+  refuses it, a 413 for its size most of all, answers before a byte of it is sent.
+- Connections are kept per thread: one Session serves parallel uploads.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import email.utils
 import http.client
+import io
 import json
 import logging
 import os
+import random
 import re
+import select
+import shutil
 import socket
 import ssl
+import subprocess
+import threading
+import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any
 
 from bundler.errors import ScratchpackError
 
@@ -37,6 +52,11 @@ log = logging.getLogger(__name__)
 
 TIMEOUT = 60.0  # seconds, per connect and per socket read or write
 CHUNK = 1 << 20  # bytes sent per write when a blob streams from its file
+EXPECT_ABOVE = 1 << 16  # bodies larger than this wait for 100 Continue (or a refusal)
+CONTINUE_WAIT = 1.0  # seconds: a server that ignores Expect gets the body after this
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+HELPER_TIMEOUT = 60.0  # seconds a credential helper may take
+TOKEN_USER = "<token>"  # a helper's Username for an identity token
 CERTS_D = Path("/etc/docker/certs.d")
 DOCKER_HUB_AUTH_KEY = "https://index.docker.io/v1/"
 # The names Docker Hub goes by in config.json's auths; all mean the key above.
@@ -48,6 +68,103 @@ class RegistryError(ScratchpackError):
     """A registry could not be reached, refused us, or refused what we sent."""
 
 
+class NetworkError(RegistryError):
+    """The connection failed. PASSING: it may work when tried again (reset, closed without
+    an answer, timed out), unlike a refused connection, a TLS or a name failure."""
+
+    def __init__(self, message: str, passing: bool = False) -> None:
+        super().__init__(message)
+        self.passing = passing
+
+
+# ----- retries ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how long a request is tried again. ATTEMPTS tries in all; a request (a
+    blob's upload, a manifest) that keeps failing longer than TOTAL seconds is given up. The
+    wait after the n-th failure is ``BASE * 2**(n-1)`` up to CAP, of which a random half
+    (RNG) is taken off (equal jitter), unless the answer's Retry-After asks for a wait.
+    CLOCK, SLEEP (monotonic) and NOW (wall clock, for a Retry-After date) are the test's to
+    give."""
+
+    attempts: int = 6
+    total: float = 300.0
+    base: float = 0.5
+    cap: float = 30.0
+    rng: random.Random = field(default_factory=random.Random, compare=False)
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    now: Callable[[], float] = time.time
+
+    def backoff(self, failures: int) -> float:
+        top = min(self.cap, self.base * 2.0 ** max(0, failures - 1))
+        return top / 2 + float(self.rng.random()) * top / 2
+
+    def tries(self, where: str, what: str) -> Tries:
+        return Tries(self, where, what)
+
+
+class Tries:
+    """The failures of one request (WHAT, at the registry WHERE), and the waits between."""
+
+    def __init__(self, policy: RetryPolicy, where: str, what: str) -> None:
+        self.policy = policy
+        self.where = where
+        self.what = what
+        self.failures = 0
+        self.started = policy.clock()
+        self.last = ""
+
+    def failed(self, reason: str, retry_after: float | None = None) -> None:
+        """Wait before the next try; a RegistryError naming WHAT and REASON when no try, or
+        not the time, is left."""
+        self.failures += 1
+        self.last = reason
+        spent = self.policy.clock() - self.started
+        if self.failures >= self.policy.attempts:
+            raise self.gave_up(spent)
+        wait = self.policy.backoff(self.failures) if retry_after is None else retry_after
+        if spent + wait > self.policy.total:
+            raise self.gave_up(spent, f" (a wait of {wait:.0f} s more would pass --push-timeout)")
+        log.info("%s: %s: %s; again in %.1f s", self.where, self.what, reason, wait)
+        self.policy.sleep(wait)
+
+    def answer(self, answer: Response) -> None:
+        """A passing fault's answer: failed() with its reason and Retry-After."""
+        self.failed(error_message(answer), retry_after(answer, self.policy.now()))
+
+    def progressed(self) -> None:
+        """The request moved on (a chunk went through): the count starts anew."""
+        self.failures = 0
+        self.started = self.policy.clock()
+
+    def gave_up(self, spent: float, why: str = "") -> RegistryError:
+        tries = f"{self.failures} {'try' if self.failures == 1 else 'tries'}"
+        return RegistryError(
+            f"{self.where}: {self.what}: gave up after {tries} in {spent:.0f} s{why}; "
+            f"last: {self.last}"
+        )
+
+
+def retry_after(answer: Response, now: float) -> float | None:
+    """The seconds ``Retry-After`` asks to wait (delta-seconds or an HTTP date); None for
+    none or one not understood."""
+    value = answer.header("Retry-After").strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
 # ----- credentials ------------------------------------------------------------------------------
 
 
@@ -55,6 +172,11 @@ class RegistryError(ScratchpackError):
 class Credentials:
     username: str
     password: str
+
+    @property
+    def identity_token(self) -> bool:
+        """A credential helper's identity token (an OAuth2 refresh token), not a password."""
+        return self.username == TOKEN_USER
 
     def basic(self) -> str:
         pair = f"{self.username}:{self.password}".encode()
@@ -93,20 +215,50 @@ class CredentialStore:
         return cls(_auths(found, config), _helpers(config), str(found))
 
     def lookup(self, key: str) -> Credentials | None:
-        """The credentials for the registry of auth key KEY; None for none. A registry whose
-        credentials only a helper holds is a RegistryError: we do not run helpers."""
+        """The credentials for the registry of auth key KEY; None for none. As Docker: the
+        helper ``credHelpers`` names for the registry first, then an ``auths`` entry, then
+        the ``credsStore`` helper."""
         host = auth_host(key)
+        if host in self.helpers:
+            return run_helper(self.helpers[host], key, self.source)
         found = self.auths.get(host)
         if found is not None:
             return found
-        helper = self.helpers.get(host) or self.helpers.get("*")
-        if helper:
-            raise RegistryError(
-                f"{host}: the credentials are kept by docker-credential-{helper} ({self.source}); "
-                "scratchpack does not run credential helpers: put an `auths` entry in a "
-                "config.json of its own and point DOCKER_CONFIG at its folder"
-            )
+        if "*" in self.helpers:
+            return run_helper(self.helpers["*"], key, self.source)
         return None
+
+
+def run_helper(name: str, key: str, source: str) -> Credentials | None:
+    """``docker-credential-NAME get`` with the registry KEY (as Docker stores it: Docker Hub
+    as ``https://index.docker.io/v1/``, others as ``host[:port]``) on stdin; None when it
+    holds nothing for it."""
+    program = f"docker-credential-{name}"
+    where = f"{program} (named in {source})" if source else program
+    found = shutil.which(program)
+    if found is None:
+        raise RegistryError(f"{auth_host(key)}: {where} is not on PATH")
+    server = DOCKER_HUB_AUTH_KEY if auth_host(key) == "index.docker.io" else auth_host(key)
+    try:
+        done = subprocess.run(
+            [found, "get"], input=server.encode(), capture_output=True, timeout=HELPER_TIMEOUT
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise RegistryError(f"{server}: {where} failed: {exc}") from None
+    said = (done.stdout or done.stderr).decode(errors="replace").strip()
+    if done.returncode != 0:
+        if "credentials not found" in said.lower():
+            return None  # what every helper says for a registry it holds nothing for
+        first = said.splitlines()[0] if said else f"exit status {done.returncode}"
+        raise RegistryError(f"{server}: {where} get failed: {first}")
+    try:
+        answer = json.loads(done.stdout)
+        user, secret = answer["Username"], answer["Secret"]
+    except (ValueError, KeyError, TypeError):
+        raise RegistryError(f"{server}: {where} get answered no Username and Secret") from None
+    if not isinstance(user, str) or not isinstance(secret, str):
+        raise RegistryError(f"{server}: {where} get answered no Username and Secret")
+    return Credentials(user, secret)
 
 
 def docker_config_path() -> Path:
@@ -219,42 +371,106 @@ class Response:
 
 @dataclass(frozen=True)
 class Body:
-    """What a request sends: bytes, or a file streamed from disk (opened anew on a retry).
-    ON_CHUNK hears how many bytes each read of the file gave."""
+    """What a request sends: bytes, or SIZE bytes of a file from OFFSET, streamed from disk
+    (opened anew on every try; never all in memory). ON_CHUNK hears how many bytes each write
+    sent."""
 
     data: bytes | None = None
     path: Path | None = None
     size: int = 0
+    offset: int = 0
     on_chunk: Callable[[int], None] | None = None
-
-    @contextmanager
-    def stream(self) -> Iterator[bytes | _Readable | None]:
-        if self.path is None:
-            yield self.data
-            return
-        with open(self.path, "rb") as handle:
-            yield _Counting(handle, self.on_chunk) if self.on_chunk else handle
 
     @property
     def length(self) -> int:
         return self.size if self.path is not None else len(self.data or b"")
 
+    def send(self, connection: http.client.HTTPConnection) -> None:
+        if self.path is None:
+            if self.data:
+                connection.send(self.data)
+                if self.on_chunk:
+                    self.on_chunk(len(self.data))
+            return
+        left = self.size
+        with open(self.path, "rb") as handle:
+            handle.seek(self.offset)
+            while left > 0:
+                data = handle.read(min(CHUNK, left))
+                if not data:
+                    raise RegistryError(f"{self.path}: shorter than {self.offset + self.size} B")
+                connection.send(data)
+                left -= len(data)
+                if self.on_chunk:
+                    self.on_chunk(len(data))
 
-class _Readable(Protocol):
-    def read(self, size: int = -1, /) -> bytes: ...
+
+class _Early(Exception):
+    """The server answered before the body was sent (not 100 Continue): its answer."""
+
+    def __init__(self, answer: Response) -> None:
+        super().__init__(answer.status)
+        self.answer = answer
 
 
-class _Counting:
-    """A file whose reads are counted (http.client reads a body in ``blocksize`` pieces)."""
+class _Replay(io.RawIOBase):
+    """The bytes already read from a socket, then the socket."""
 
-    def __init__(self, handle: IO[bytes], on_chunk: Callable[[int], None]) -> None:
-        self.handle = handle
-        self.on_chunk = on_chunk
+    def __init__(self, head: bytes, sock: socket.socket) -> None:
+        self.head = head
+        self.sock = sock
 
-    def read(self, size: int = -1, /) -> bytes:
-        data = self.handle.read(size)
-        self.on_chunk(len(data))
-        return data
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.head:
+            n = min(len(buffer), len(self.head))
+            buffer[:n] = self.head[:n]
+            self.head = self.head[n:]
+            return n
+        return self.sock.recv_into(buffer)
+
+
+class _ReplaySocket:
+    """What http.client.HTTPResponse reads a response from: HEAD, then SOCK."""
+
+    def __init__(self, head: bytes, sock: socket.socket) -> None:
+        self.head = head
+        self.sock = sock
+
+    def makefile(self, mode: str, *args: Any, **kwargs: Any) -> io.BufferedReader:
+        return io.BufferedReader(_Replay(self.head, self.sock))
+
+
+def _await_continue(connection: http.client.HTTPConnection, method: str) -> None:
+    """After the headers of a request with ``Expect: 100-continue``: back when the body may
+    go (100 Continue, or no word within CONTINUE_WAIT); _Early with a final answer."""
+    sock = connection.sock
+    assert sock is not None
+    pending = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+    if not pending and not select.select([sock], [], [], CONTINUE_WAIT)[0]:
+        return
+    head = b""
+    while not head.endswith(b"\n") and len(head) < 1024:
+        got = sock.recv(1)
+        if not got:
+            raise http.client.RemoteDisconnected("closed after the request's headers")
+        head += got
+    if head.split(b" ", 2)[1:2] == [b"100"]:
+        line = b""
+        while line not in (b"\r\n", b"\n"):  # the interim answer's headers, if any
+            line = b""
+            while not line.endswith(b"\n"):
+                got = sock.recv(1)
+                if not got:
+                    raise http.client.RemoteDisconnected("closed after 100 Continue")
+                line += got
+        return
+    answer = http.client.HTTPResponse(_ReplaySocket(head, sock), method=method)  # type: ignore[arg-type]
+    answer.begin()
+    data = answer.read()
+    raise _Early(Response(answer.status, answer.headers, data))
 
 
 @dataclass(frozen=True)
@@ -285,6 +501,7 @@ class Session:
         tls: TlsSettings,
         insecure: bool = False,
         timeout: float = TIMEOUT,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.registry = registry
         self.auth_key = auth_key
@@ -292,8 +509,11 @@ class Session:
         self.tls = tls
         self.insecure = insecure
         self.timeout = timeout
+        self.retry = retry or RetryPolicy()
         self.scheme = "https"
-        self._connections: dict[tuple[str, str], http.client.HTTPConnection] = {}
+        self._local = threading.local()  # each thread's connections
+        self._every: list[http.client.HTTPConnection] = []
+        self._lock = threading.RLock()  # the connections list; the token
         self._authorization: str | None = None
         self._bearer: _Challenge | None = None
         self._scopes: list[str] = []
@@ -302,17 +522,26 @@ class Session:
     # ----- connections --------------------------------------------------------------------------
 
     def close(self) -> None:
-        for connection in self._connections.values():
-            connection.close()
-        self._connections.clear()
+        with self._lock:
+            for connection in self._every:
+                connection.close()
+            self._every.clear()
+        self._local = threading.local()
 
     def url(self, path: str) -> str:
         return urllib.parse.urljoin(f"{self.scheme}://{self.registry}/", path)
 
+    def _connections(self) -> dict[tuple[str, str], http.client.HTTPConnection]:
+        found: dict[tuple[str, str], http.client.HTTPConnection] | None
+        found = getattr(self._local, "connections", None)
+        if found is None:
+            found = self._local.connections = {}
+        return found
+
     def _connection(self, scheme: str, netloc: str) -> tuple[http.client.HTTPConnection, bool]:
-        """The open connection to NETLOC (reused: True) or a new one."""
-        found = self._connections.get((scheme, netloc))
-        if found is not None:
+        """This thread's open connection to NETLOC (reused: True) or a new one."""
+        found = self._connections().get((scheme, netloc))
+        if found is not None and found.sock is not None:
             return found, True
         if scheme == "http":
             made = http.client.HTTPConnection(netloc, timeout=self.timeout, blocksize=CHUNK)
@@ -323,19 +552,25 @@ class Session:
             made = http.client.HTTPSConnection(
                 netloc, timeout=self.timeout, context=context, blocksize=CHUNK
             )
-        self._connections[(scheme, netloc)] = made
+        self._connections()[(scheme, netloc)] = made
+        with self._lock:
+            self._every.append(made)
         return made, False
 
     def _drop(self, key: tuple[str, str]) -> None:
-        connection = self._connections.pop(key, None)
+        connection = self._connections().pop(key, None)
         if connection is not None:
             connection.close()
+            with self._lock:
+                if connection in self._every:
+                    self._every.remove(connection)
 
     def send(
         self, method: str, url: str, headers: Mapping[str, str], body: Body | None = None
     ) -> Response:
         """One request, no auth added; one retry when a kept-alive connection was closed
-        by the other end."""
+        by the other end, for a request with no body (one with a body may have been cut on
+        its way: its caller knows how to go on). A failed connection is a NetworkError."""
         parts = urllib.parse.urlsplit(url)
         if parts.scheme == "http" and not self.insecure:
             raise RegistryError(
@@ -349,7 +584,7 @@ class Session:
                 return self._exchange(connection, method, target, headers, body)
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
                 self._drop(key)
-                if not (reused and attempt == 1):
+                if not (reused and attempt == 1 and not (body and body.length)):
                     raise self.network_error(parts.netloc, exc) from None
             except (OSError, http.client.HTTPException) as exc:
                 self._drop(key)
@@ -364,20 +599,59 @@ class Session:
         headers: Mapping[str, str],
         body: Body | None,
     ) -> Response:
+        connection.putrequest(method, target, skip_accept_encoding=True)
         sent = dict(headers)
         if body is not None:
             sent["Content-Length"] = str(body.length)
-        with (body or Body()).stream() as payload:
-            connection.request(method, target, body=payload, headers=sent)
-            answer = connection.getresponse()
-            data = answer.read()
+        expect = body is not None and body.length > EXPECT_ABOVE
+        if expect:
+            sent["Expect"] = "100-continue"
+        for name, value in sent.items():
+            connection.putheader(name, value)
+        connection.endheaders()
+        if body is not None:
+            if expect:
+                try:
+                    _await_continue(connection, method)
+                except _Early as early:
+                    connection.close()  # the body it refused was not sent: start clean
+                    return early.answer
+            body.send(connection)
+        answer = connection.getresponse()
+        data = answer.read()
         if answer.will_close:
             connection.close()
         return Response(answer.status, answer.headers, data)
 
-    def network_error(self, netloc: str, exc: BaseException) -> RegistryError:
+    def network_error(self, netloc: str, exc: BaseException) -> NetworkError:
         where = self.registry if netloc == self.registry else f"{self.registry} (via {netloc})"
-        return RegistryError(f"{where}: {_network_reason(exc, self.tls.certs_d / self.registry)}")
+        reason = _network_reason(exc, self.tls.certs_d / self.registry)
+        return NetworkError(f"{where}: {reason}", _passing(exc))
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        what: str,
+        headers: Mapping[str, str] | None = None,
+        body: Body | None = None,
+        tries: Tries | None = None,
+    ) -> Response:
+        """request(), tried again after a passing fault (RETRY_STATUSES, a connection reset,
+        closed or timed out) as the RetryPolicy says; the first other answer. WHAT names the
+        request in the line that gives up."""
+        tries = tries or self.retry.tries(self.registry, what)
+        while True:
+            try:
+                answer = self.request(method, path, headers, body)
+            except NetworkError as exc:
+                if not exc.passing:
+                    raise
+                tries.failed(str(exc).removeprefix(f"{self.registry}: "))
+                continue
+            if answer.status not in RETRY_STATUSES:
+                return answer
+            tries.answer(answer)
 
     # ----- auth ---------------------------------------------------------------------------------
 
@@ -388,7 +662,7 @@ class Session:
         answer = self._ping_any_scheme()
         if answer.status == 401:
             self._login(answer)
-            answer = self.send("GET", self.url("/v2/"), self._auth_headers())
+            answer = self._retried("GET", self.url("/v2/"), self._auth_headers(), "GET /v2/")
             if answer.status == 401:
                 raise self._refused_login(answer)
         if answer.status != 200:
@@ -398,22 +672,47 @@ class Session:
         log.debug("%s: %s, auth %s", self.registry, self.scheme, self._auth_kind())
 
     def _ping_any_scheme(self) -> Response:
+        if not self.insecure:
+            return self._retried("GET", self.url("/v2/"), {}, "GET /v2/")
         try:
-            return self.send("GET", self.url("/v2/"), {})
+            answer = self.send("GET", self.url("/v2/"), {})
+            if answer.status not in RETRY_STATUSES:
+                return answer
         except RegistryError as exc:
-            if not self.insecure:
-                raise
             log.debug("%s: no HTTPS (%s); trying plain HTTP", self.registry, exc)
         self.scheme = "http"
-        return self.send("GET", self.url("/v2/"), {})
+        return self._retried("GET", self.url("/v2/"), {}, "GET /v2/")
+
+    def _retried(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        what: str,
+        body: Body | None = None,
+    ) -> Response:
+        """send() tried again after passing faults, as call() does (no auth added)."""
+        tries = self.retry.tries(self.registry, what)
+        while True:
+            try:
+                answer = self.send(method, url, headers, body)
+            except NetworkError as exc:
+                if not exc.passing:
+                    raise
+                tries.failed(str(exc).removeprefix(f"{self.registry}: "))
+                continue
+            if answer.status not in RETRY_STATUSES:
+                return answer
+            tries.answer(answer)
 
     def want_scope(self, scope: str) -> None:
         """Add SCOPE to the token's (a mount needs pull on its source); a new token now."""
-        if scope in self._scopes:
-            return
-        self._scopes.append(scope)
-        if self._bearer is not None:
-            self._authorization = self._token(self._bearer)
+        with self._lock:
+            if scope in self._scopes:
+                return
+            self._scopes.append(scope)
+            if self._bearer is not None:
+                self._authorization = self._token(self._bearer)
 
     def request(
         self,
@@ -426,19 +725,24 @@ class Session:
         A 401 gets one retry: with a new token (for the scope the challenge names, or because
         ours expired during a long push), or after a first login."""
         url = self.url(path)
+        used = self._authorization
         answer = self._authenticated(method, url, headers, body)
         if answer.status != 401 or urllib.parse.urlsplit(url).netloc != self.registry:
             return answer
-        if self._bearer is not None:
-            for challenge in _challenges(answer):
-                scope = challenge.params.get("scope", "") if challenge.scheme == "bearer" else ""
-                if scope and scope not in self._scopes:
-                    self._scopes.append(scope)
-            self._authorization = self._token(self._bearer)
-        elif self._authorization is None:
-            self._login(answer)
-        else:
-            return answer
+        with self._lock:
+            if self._authorization != used:
+                pass  # another thread renewed it meanwhile
+            elif self._bearer is not None:
+                for challenge in _challenges(answer):
+                    bearer = challenge.scheme == "bearer"
+                    scope = challenge.params.get("scope", "") if bearer else ""
+                    if scope and scope not in self._scopes:
+                        self._scopes.append(scope)
+                self._authorization = self._token(self._bearer)
+            elif self._authorization is None:
+                self._login(answer)
+            else:
+                return answer
         return self._authenticated(method, url, headers, body)
 
     def _authenticated(
@@ -468,6 +772,11 @@ class Session:
         elif "basic" in challenges:
             if self._user is None:
                 raise self._no_credentials()
+            if self._user.identity_token:
+                raise RegistryError(
+                    f"{self.registry}: asks for a password, and the credential helper gave an "
+                    "identity token (for token registries only)"
+                )
             self._authorization = self._user.basic()
         else:
             found = ", ".join(answer.headers.get_all("WWW-Authenticate") or []) or "none"
@@ -486,10 +795,22 @@ class Session:
         url = urllib.parse.urlunsplit(
             (*parts[:3], "&".join(filter(None, [parts.query, urllib.parse.urlencode(query)])), "")
         )
-        headers = {"Authorization": self._user.basic()} if self._user else {}
         if parts.scheme == "http" and self._user and not self.insecure:
             raise RegistryError(f"{self.registry}: refusing to send credentials to {realm} (HTTP)")
-        answer = self.send("GET", url, headers)
+        if self._user is not None and self._user.identity_token:
+            # OAuth2, as Docker does with an identity token: the refresh token in a form POST.
+            form = [
+                *query,
+                ("grant_type", "refresh_token"),
+                ("client_id", "scratchpack"),
+                ("refresh_token", self._user.password),
+            ]
+            data = urllib.parse.urlencode(form).encode()
+            headers = {"Content-Type": "application/x-www-form-urlencoded"}
+            answer = self._retried("POST", realm, headers, "token", Body(data=data))
+        else:
+            headers = {"Authorization": self._user.basic()} if self._user else {}
+            answer = self._retried("GET", url, headers, "token")
         if answer.status == 401 and self._user is not None:
             raise self._refused_login(answer)
         token = answer.json().get("token") or answer.json().get("access_token")
@@ -543,6 +864,20 @@ def error_message(answer: Response) -> str:
     return " ".join(filter(None, [f"{status}", f"{code}:" if code else "", message])).rstrip(":")
 
 
+def _passing(exc: BaseException) -> bool:
+    """A fault that may pass: the connection reset, closed, cut or timed out."""
+    if isinstance(exc, ConnectionRefusedError | ssl.SSLError):
+        return False
+    return isinstance(
+        exc,
+        ConnectionError
+        | TimeoutError
+        | http.client.RemoteDisconnected
+        | http.client.IncompleteRead
+        | http.client.BadStatusLine,
+    )
+
+
 def _network_reason(exc: BaseException, certs: Path) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError):
         return (
@@ -561,6 +896,10 @@ def _network_reason(exc: BaseException, certs: Path) -> str:
         return f"cannot resolve the host name: {exc.strerror}"
     if isinstance(exc, http.client.RemoteDisconnected):
         return "the connection was closed without an answer"
+    if isinstance(exc, ConnectionResetError | BrokenPipeError | ConnectionAbortedError):
+        return f"the connection was cut: {exc.strerror or exc}"
+    if isinstance(exc, http.client.IncompleteRead):
+        return "the connection was closed in the middle of the answer"
     if isinstance(exc, OSError):
         return f"connection failed: {exc.strerror or exc}"
     return f"bad HTTP answer: {type(exc).__name__}: {exc}"
