@@ -33,9 +33,10 @@ from test_docker import kit  # noqa: F401
 
 from bundler.errors import ScratchpackError, UsageError
 from bundler.image import oci
-from bundler.image.archive import docker_reference, full_name, write_docker_archive
+from bundler.image.archive import write_docker_archive
 from bundler.image.dockerfile import ImageConfig
 from bundler.image.oci import LayoutError, read_image, read_index, write_oci_layout
+from bundler.image.references import docker_reference, full_name
 from bundler.image.spec import ImageSpec, LayerSpec, Platform
 from bundler.staging.plan import (
     DIR,

@@ -16,12 +16,11 @@ import errno
 import fcntl
 import logging
 import os
-import re
 import tarfile
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from bundler.errors import ScratchpackError, UsageError
+from bundler.errors import ScratchpackError
 from bundler.image.oci import (
     BLOBS,
     INDEX_FILE,
@@ -30,7 +29,6 @@ from bundler.image.oci import (
     MEDIA_CONFIG,
     MEDIA_INDEX,
     MEDIA_MANIFEST,
-    REF_NAME,
     Descriptor,
     LayerBlob,
     canonical_json,
@@ -41,6 +39,7 @@ from bundler.image.oci import (
     platform_json,
     write_layer,
 )
+from bundler.image.references import REF_NAME, docker_reference, full_name
 from bundler.image.spec import ImageSpec, LayerSpec
 from bundler.staging.blobs import Compressor
 from bundler.staging.output import sync_file
@@ -52,54 +51,10 @@ BLOCK = tarfile.BLOCKSIZE
 # containerd's import takes an image's name from this annotation of index.json.
 CONTAINERD_NAME = "io.containerd.image.name"
 TEMP_MARK = ".scratchpack-tmp-"
-# distribution/reference's grammar (what `docker tag` accepts).
-_DOMAIN_PART = r"(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])"
-_DOMAIN = re.compile(rf"{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*(?::[0-9]+)?")
-_PATH_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
-_TAG = re.compile(r"\w[\w.-]{0,127}")
 
 
 class ArchiveError(ScratchpackError):
     """The docker-archive file cannot be written."""
-
-
-def docker_reference(repo_tag: str) -> tuple[str, str]:
-    """(name, tag) of ``name[:tag]``, tag ``latest`` when none is given. The colon of a
-    registry's port is not a tag: ``host:5000/x`` is ``host:5000/x:latest``."""
-    if "@" in repo_tag:
-        raise UsageError(f"{repo_tag!r}: a docker-archive names its image by tag, not by digest")
-    name, tag = repo_tag, "latest"
-    head, sep, tail = repo_tag.rpartition(":")
-    if sep and "/" not in tail:
-        name, tag = head, tail
-    parts = name.split("/")
-    domain = parts[0] if len(parts) > 1 and _is_domain(parts[0]) else None
-    path = parts[1:] if domain else parts
-    valid = (
-        (domain is None or _DOMAIN.fullmatch(domain))
-        and all(_PATH_COMPONENT.fullmatch(p) for p in path)
-        and _TAG.fullmatch(tag)
-        and len(name) <= 255
-    )
-    if not valid:
-        raise UsageError(
-            f"{repo_tag!r}: not a valid image name (lowercase letters, digits and . _ - "
-            "separators, an optional registry host first and :tag last)"
-        )
-    return name, tag
-
-
-def _is_domain(component: str) -> bool:
-    # As Docker tells a registry from a user name: a dot, a port, localhost, or capitals.
-    return any(c in component for c in ".:") or component == "localhost" or not component.islower()
-
-
-def full_name(name: str) -> str:
-    """``redis`` -> ``docker.io/library/redis``: the form containerd stores names in."""
-    first, _, rest = name.partition("/")
-    if rest and _is_domain(first):
-        return name
-    return f"docker.io/{name}" if rest else f"docker.io/library/{name}"
 
 
 def write_docker_archive(

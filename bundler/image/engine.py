@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bundler.errors import ScratchpackError, UsageError
+from bundler.image.references import docker_reference
 
 log = logging.getLogger(__name__)
 
@@ -119,15 +119,11 @@ def _indent(output: str) -> str:
 
 
 def check_tag(tag: str) -> None:
-    """A Docker image reference, checked before any work (docker's own grammar, simplified)."""
-    if not _REFERENCE.fullmatch(tag):
-        raise UsageError(f"--build {tag!r}: not a valid image name[:tag]")
-
-
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_REFERENCE = re.compile(
-    rf"(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?"
-)
+    """--build's image name[:tag], checked before any work, by Docker's own grammar."""
+    try:
+        docker_reference(tag)
+    except UsageError as exc:
+        raise UsageError(f"--build {exc}") from None
 
 
 def _first_line(exc: BaseException) -> str:

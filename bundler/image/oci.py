@@ -30,8 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
-from bundler.errors import ScratchpackError, UsageError
+from bundler.errors import ScratchpackError
 from bundler.image.dockerfile import ImageConfig
+from bundler.image.references import REF_NAME, check_layout_name, ref_name
 from bundler.image.spec import ImageSpec, LayerSpec, Platform
 from bundler.staging.blobs import Blob, Compressor, file_digest
 from bundler.staging.output import (
@@ -49,7 +50,6 @@ MEDIA_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 MEDIA_CONFIG = "application/vnd.oci.image.config.v1+json"
 MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"
-REF_NAME = "org.opencontainers.image.ref.name"
 LAYOUT_FILE = "oci-layout"
 LAYOUT_VERSION = "1.0.0"
 INDEX_FILE = "index.json"
@@ -60,9 +60,6 @@ GZIP_LAYERS = (MEDIA_LAYER, "application/vnd.docker.image.rootfs.diff.tar.gzip")
 # layout inside an output folder never waits for, nor removes, what a pack run holds.
 LOCK_NAME = ".scratchpack-oci.lock"
 TEMP_PREFIX = ".scratchpack-oci-tmp-"
-# image-spec annotations.md: the grammar of org.opencontainers.image.ref.name.
-_COMPONENT = r"[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*"
-_REF_NAME = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
 
 
 class LayoutError(ScratchpackError):
@@ -199,17 +196,13 @@ def write_oci_layout(
     """Add IMAGE to the OCI layout DIRECTORY (created if needed) as NAME, replacing an image
     of that name; the manifest's digest. Other images of the layout stay. A layer whose
     diff_id an image of the layout already has is not compressed again: its blob is reused."""
-    if not _REF_NAME.fullmatch(name):
-        raise UsageError(
-            f"{name!r}: not a valid image name in an OCI layout (letters, digits, and "
-            "- . _ : @ + / between them)"
-        )
+    check_layout_name(name)
     with layout_writer(directory) as layout:
         manifest = layout.blobs.add_image(image, progress, compressor, layout.known_layers())
         platform = platform_json(image.platform)
         before = layout.manifests()
-        same_name = [m for m in before if _ref_name(m) == name]
-        kept = [m for m in before if _ref_name(m) != name]
+        same_name = [m for m in before if ref_name(m) == name]
+        kept = [m for m in before if ref_name(m) != name]
         entry = _entry_for(layout, same_name, {**manifest.to_json(), "platform": platform})
         entry["annotations"] = {**entry.get("annotations", {}), REF_NAME: name}
         layout.write_index(without_orphans(layout.top, before, [*kept, entry]))
@@ -244,13 +237,13 @@ def listed_manifests(
     manifests of the image indexes among them (named as their index)."""
     found = []
     for entry in manifests:
-        found.append((entry, _ref_name(entry)))
+        found.append((entry, ref_name(entry)))
         if entry.get("mediaType") == MEDIA_INDEX:
             try:
                 children = read_json_blob(top, entry["digest"]).get("manifests", [])
             except LayoutError:
                 continue  # not ours to understand; kept as it is
-            found += [(child, _ref_name(entry)) for child in children if isinstance(child, dict)]
+            found += [(child, ref_name(entry)) for child in children if isinstance(child, dict)]
     return found
 
 
@@ -292,7 +285,7 @@ class LayoutWriter:
         of the index kept."""
         self.blobs.sync()  # every blob it names is there for good before index.json names it
         index = {**read_index(self.top), "schemaVersion": 2, "mediaType": MEDIA_INDEX}
-        index["manifests"] = sorted(manifests, key=lambda m: (_ref_name(m), m["digest"]))
+        index["manifests"] = sorted(manifests, key=lambda m: (ref_name(m), m["digest"]))
         _replace_file(self.top, INDEX_FILE, canonical_json(index))
 
 
@@ -449,12 +442,6 @@ def error_text(where: Path, exc: OSError, doing: str) -> str:
     return f"{where}: {doing}: {exc.strerror or exc}"
 
 
-def _ref_name(manifest: dict[str, Any]) -> str:
-    annotations = manifest.get("annotations")
-    name = annotations.get(REF_NAME) if isinstance(annotations, dict) else None
-    return name if isinstance(name, str) else ""
-
-
 def _ours(name: str) -> bool:
     return name == LOCK_NAME or name.startswith(TEMP_PREFIX)
 
@@ -563,7 +550,7 @@ def read_image(
 ) -> LayoutImage:
     """The image NAME of the layout: manifest, config and the paths of its layer blobs. A name
     holding several platforms (an image index) needs PLATFORM, ``os/arch[/variant]``."""
-    matches = [m for m in read_index(directory)["manifests"] if _ref_name(m) == name]
+    matches = [m for m in read_index(directory)["manifests"] if ref_name(m) == name]
     if not matches:
         raise LayoutError(f"{directory}: the OCI layout has no image named {name!r}")
     entry = matches[0]

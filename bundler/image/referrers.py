@@ -19,7 +19,6 @@ from typing import Any
 
 from bundler.image.oci import (
     MEDIA_MANIFEST,
-    REF_NAME,
     LayoutError,
     canonical_json,
     descriptor_of,
@@ -101,12 +100,6 @@ def _subject(top: os.PathLike[str], manifests: list[dict[str, Any]], digest: str
         if entry["digest"] == digest:
             return {k: entry[k] for k in ("mediaType", "digest", "size") if k in entry}
     raise LayoutError(f"{top}: no manifest {digest} in index.json to attach an artifact to")
-
-
-def _ref_name(entry: dict[str, Any]) -> str:
-    annotations = entry.get("annotations")
-    name = annotations.get(REF_NAME) if isinstance(annotations, dict) else None
-    return name if isinstance(name, str) else ""
 
 
 def _replaced_by(entry: dict[str, Any], new: dict[str, Any]) -> bool:

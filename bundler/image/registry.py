@@ -36,16 +36,16 @@ from pathlib import Path
 from typing import Any
 
 from bundler.errors import UsageError
-from bundler.image.archive import docker_reference, full_name
 from bundler.image.oci import (
     MEDIA_INDEX,
     MEDIA_MANIFEST,
-    REF_NAME,
     LayoutError,
     blob_path,
+    canonical_json,
     read_index,
     read_json_blob,
 )
+from bundler.image.references import docker_reference, full_name, ref_name
 from bundler.image.transport import (
     DOCKER_HUB_AUTH_KEY,
     RETRY_STATUSES,
@@ -210,9 +210,9 @@ def _blob(layout: Path, descriptor: dict[str, Any]) -> _Blob:
 def _named(layout: Path, name: str) -> dict[str, Any]:
     manifests = read_index(layout)["manifests"]
     for entry in manifests:
-        if _ref_name(entry) == name:
+        if ref_name(entry) == name:
             return dict(entry)
-    names = sorted({_ref_name(m) for m in manifests} - {""})
+    names = sorted({ref_name(m) for m in manifests} - {""})
     raise LayoutError(
         f"{layout}: no image named {name!r} (the layout has: {', '.join(names) or 'none'})"
     )
@@ -222,7 +222,7 @@ def _referrers(layout: Path, subjects: set[str]) -> list[_Manifest]:
     """The layout's index entries whose manifest has one of SUBJECTS as its subject."""
     found = []
     for entry in read_index(layout)["manifests"]:
-        if entry.get("mediaType", MEDIA_MANIFEST) != MEDIA_MANIFEST or _ref_name(entry):
+        if entry.get("mediaType", MEDIA_MANIFEST) != MEDIA_MANIFEST or ref_name(entry):
             continue
         try:
             subject = read_json_blob(layout, entry["digest"]).get("subject")
@@ -231,12 +231,6 @@ def _referrers(layout: Path, subjects: set[str]) -> list[_Manifest]:
         if isinstance(subject, dict) and subject.get("digest") in subjects:
             found.append(_load_manifest(layout, entry))
     return found
-
-
-def _ref_name(entry: dict[str, Any]) -> str:
-    annotations = entry.get("annotations")
-    name = annotations.get(REF_NAME) if isinstance(annotations, dict) else None
-    return name if isinstance(name, str) else ""
 
 
 def _walk(manifest: _Manifest) -> Iterator[_Manifest]:
@@ -734,7 +728,7 @@ class _Pusher:
             raise self.session.denied(f"reading the referrers tag {tag}", answer)
         listed = [m for m in index.get("manifests", []) if m.get("digest") != descriptor["digest"]]
         index["manifests"] = [*listed, descriptor]
-        data = json.dumps(index, sort_keys=True, separators=(",", ":")).encode()
+        data = canonical_json(index)
         put = self.session.call(
             "PUT", f"{self.repo}/manifests/{tag}", f"the referrers tag {tag}",
             {"Content-Type": MEDIA_INDEX}, Body(data=data),
