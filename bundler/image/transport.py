@@ -641,9 +641,13 @@ class Session:
         closed or timed out) as the RetryPolicy says; the first other answer. WHAT names the
         request in the line that gives up."""
         tries = tries or self.retry.tries(self.registry, what)
+        return self._until_not_passing(lambda: self.request(method, path, headers, body), tries)
+
+    def _until_not_passing(self, attempt: Callable[[], Response], tries: Tries) -> Response:
+        """ATTEMPT again after each passing fault, while TRIES allows; the first other answer."""
         while True:
             try:
-                answer = self.request(method, path, headers, body)
+                answer = attempt()
             except NetworkError as exc:
                 if not exc.passing:
                     raise
@@ -693,17 +697,7 @@ class Session:
     ) -> Response:
         """send() tried again after passing faults, as call() does (no auth added)."""
         tries = self.retry.tries(self.registry, what)
-        while True:
-            try:
-                answer = self.send(method, url, headers, body)
-            except NetworkError as exc:
-                if not exc.passing:
-                    raise
-                tries.failed(str(exc).removeprefix(f"{self.registry}: "))
-                continue
-            if answer.status not in RETRY_STATUSES:
-                return answer
-            tries.answer(answer)
+        return self._until_not_passing(lambda: self.send(method, url, headers, body), tries)
 
     def want_scope(self, scope: str) -> None:
         """Add SCOPE to the token's (a mount needs pull on its source); a new token now."""
