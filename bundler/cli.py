@@ -31,7 +31,7 @@ from bundler.loader.programs import DEFAULT_PATH
 from bundler.loader.resolve import Resolver
 from bundler.loader.rootfs import FsRoot
 from bundler.runtime.needs import GROUPS
-from bundler.staging.plan import Entry, EntryType, Plan, Planner, PlanOptions
+from bundler.staging.plan import Entry, EntryType, Plan, PlanOptions
 
 if TYPE_CHECKING:  # packing's modules are imported when a pack runs: --list starts faster
     from bundler.pack import Packed, PackOptions, RegistryAccess, TraceRun
@@ -550,10 +550,7 @@ def _pack(opts: dict[str, Any], resolver: Resolver, search_path: tuple[str, ...]
         push_jobs=opts["push_jobs"],
     )
     _warn_public_config(options.image)
-    baseline = None
-    if resolver.settings.hwcaps != ():
-        baseline = Resolver(resolver.root, replace(resolver.settings, hwcaps=()))
-    plan, binaries = make_plan(resolver, baseline, opts["programs"], options)
+    plan, binaries = make_plan(resolver, opts["programs"], options)
     registry = _registry_access(opts["quiet"]) if opts["push"] else None
     with _progress(plan, opts["quiet"]) as tick:
         packed = write_outputs(plan, binaries, options, resolver, tick, registry)
@@ -809,11 +806,9 @@ def _read_text(path: str) -> str:
 
 def _print_sizes(resolver: Resolver, binaries: list[Binary], as_json: bool) -> None:
     """--list --sizes: what the closure costs per package, without packing."""
-    from bundler.pack import size_json, size_report
+    from bundler.pack import closure_sizes, size_json
 
-    planner = Planner(resolver.root, PlanOptions(allow_missing=True))
-    planner.add_binaries(binaries)
-    sizes = size_report(planner.plan, resolver.root)
+    sizes = closure_sizes(resolver, binaries)
     if as_json:
         click.echo(json.dumps({"packages": size_json(sizes)}))
         return

@@ -148,12 +148,15 @@ Progress = Callable[[Entry], None]
 
 
 def make_plan(
-    resolver: Resolver, baseline: Resolver | None, specs: Sequence[str], options: PackOptions
+    resolver: Resolver, specs: Sequence[str], options: PackOptions
 ) -> tuple[Plan, list[Binary]]:
     """Resolve every program and --extra ELF file and turn it all into one plan.
 
-    ``baseline`` resolves as a CPU without any glibc-hwcaps level would: when the closure
-    uses an optimised variant, the plain one goes in too, so the image runs on any CPU."""
+    When the closure uses an optimised glibc-hwcaps variant, the plain one goes in too (as a
+    CPU without any level resolves it), so the image runs on any CPU."""
+    baseline = None
+    if resolver.settings.hwcaps != ():
+        baseline = Resolver(resolver.root, replace(resolver.settings, hwcaps=()))
     binaries = collect(resolver, specs, options.search_path, options.cwd)
     image_platform(resolver, binaries)  # one machine per image: said before anything else
     entrypoint = _entrypoint(resolver, binaries, options)
@@ -506,6 +509,15 @@ def _write_outputs(
             else:
                 out.remove(sbom_name)  # ours, from an earlier run with package metadata
     return Packed(plan, binaries, outputs, distroless_paths, image, sizes)
+
+
+def closure_sizes(
+    resolver: Resolver, binaries: Sequence[Binary]
+) -> list[tuple[str | None, int, int]]:
+    """--list --sizes: what the closures alone cost per package, without packing."""
+    planner = Planner(resolver.root, PlanOptions(allow_missing=True))
+    planner.add_binaries(binaries)
+    return size_report(planner.plan, resolver.root)
 
 
 def size_report(plan: Plan, root: FsRoot) -> list[tuple[str | None, int, int]]:
