@@ -40,6 +40,7 @@ from bundler.runtime.needs import Runtime, trace_user
 from bundler.runtime.python_codecs import codec_modules
 from bundler.staging.output import OutputDir
 from bundler.staging.plan import FILE, HARDLINK, SYMLINK, Entry, Plan, Planner, PlanOptions
+from bundler.staging.pycache import hash_pycs
 from bundler.staging.tree import build_tree, write_tarball
 
 if TYPE_CHECKING:
@@ -157,6 +158,7 @@ def make_plan(
     if options.package_metadata:
         _add_package_metadata(planner, database)
     plan = planner.plan
+    hash_pycs(plan)  # once every file is planned: a pyc and its source are judged together
     plan.platform = str(platform) if platform else None
     plan.programs.append(entrypoint)
     _check_entrypoint(resolver, entrypoint)
