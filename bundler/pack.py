@@ -35,6 +35,7 @@ from bundler.packages.metadata import (
     packed_owners,
     sizes_by_package,
 )
+from bundler.packages.pyapps import add_python
 from bundler.runtime.interpreters import warn_interpreters
 from bundler.runtime.needs import Runtime, trace_user
 from bundler.runtime.python_codecs import codec_modules
@@ -141,6 +142,9 @@ def make_plan(
     extra_elves = planner.add_extras(options.plan.extras)
     extra_elves += _add_runtime(planner, resolver, binaries, options)
     extra_elves += _add_traced(planner, resolver, entrypoint, binaries, options)
+    database = open_database(resolver.root)
+    python = add_python(planner, binaries, specs, bool(options.traces), database)
+    extra_elves += python.elves
     if extra_elves:
         known = {b.path for b in binaries}
         wanted = list(dict.fromkeys(p for p in extra_elves if p not in known))
@@ -152,7 +156,6 @@ def make_plan(
         paths = [b.path for b in binaries if b.kind != "script"]
         planner.add_binaries(collect(baseline, paths, options.search_path, options.cwd))
     platform = image_platform(resolver, binaries)  # again, with what extras and traces added
-    database = open_database(resolver.root)
     if options.layered and database is not None:
         complete_for_sharing(planner, database, binaries)
     if options.package_metadata:
