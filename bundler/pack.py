@@ -26,7 +26,7 @@ from bundler.loader.closure import Binary, collect
 from bundler.loader.programs import locate
 from bundler.loader.resolve import Resolver
 from bundler.loader.rootfs import FsRoot
-from bundler.packages.contents import Contents, build_contents
+from bundler.packages.contents import Contents, build_contents, python_packages
 from bundler.packages.dpkg import Database, open_database
 from bundler.packages.metadata import (
     metadata_paths,
@@ -392,7 +392,7 @@ def write_outputs(
     image = None
     if options.layered:
         image = _write_image(plan, binaries, options, resolver, config, name, sboms, registry)
-    sizes = tuple(sizes_by_package(plan, owners)) if database is not None else ()
+    sizes = tuple(sizes_by_package(plan, _with_distributions(plan, owners)))
     if options.output is None:
         return Packed(plan, binaries, outputs, distroless_paths, image, sizes)
     with OutputDir(options.output).locked() as out, out.transaction() as txn:
@@ -426,6 +426,16 @@ def size_report(plan: Plan, root: FsRoot) -> list[tuple[str | None, int, int]]:
     if database is None:
         return []
     return sizes_by_package(plan, packed_owners(plan, database))
+
+
+def _with_distributions(plan: Plan, owners: dict[str, str]) -> dict[str, str]:
+    """The Debian owners of packed files, and ``pypi:NAME`` for each file of a Python
+    distribution no Debian package owns: the size report groups by both."""
+    packages, by_dist = python_packages(plan)
+    names = {p.dist_info: f"pypi:{p.key}" for p in packages}
+    grouped = {path: names[d] for path, d in by_dist.items() if d in names}
+    grouped.update(owners)
+    return grouped
 
 
 def _sboms(contents: Contents) -> dict[str, bytes]:
