@@ -162,13 +162,49 @@ def _touched(planner: Planner, database: Database | None) -> list[Distribution]:
     found: list[Distribution] = []
     for site, paths in sorted(sites.items()):
         owners = owning(distributions(root, site))
+        hooks: dict[str, list[str]] = {}
         for path in paths:
             dist = owners.get(path)
-            if dist is not None and dist not in found:
-                found.append(dist)
+            if dist is None or dist in found:
+                continue
+            if dist.key in INSTALLERS and _startup_hook(site, path):
+                hooks.setdefault(dist.dist_info, []).append(path)
+                continue
+            found.append(dist)
+        for dist_info, hooked in sorted(hooks.items()):
+            if any(d.dist_info == dist_info for d in found):
+                continue
+            # Every interpreter start reads setuptools' distutils-precedence.pth, which
+            # imports _distutils_hack: a traced run touches them without using setuptools.
+            for path in hooked:
+                del planner.plan.entries[path]
+                _drop_empty_folders(planner, posixpath.dirname(path), site)
+            log.info(
+                "%s: only its start-up hooks were read (%s); left out with them",
+                posixpath.basename(dist_info),
+                ", ".join(posixpath.relpath(p, site) for p in hooked[:3]),
+            )
         if database is not None:
             found += _debian_modules(root, database, site, paths, owners)
     return found
+
+
+def _drop_empty_folders(planner: Planner, folder: str, top: str) -> None:
+    """Remove ``folder`` and its parents up to ``top`` from the plan while nothing is in them."""
+    entries = planner.plan.entries
+    while folder.startswith(top + "/") and folder in entries:
+        prefix = folder + "/"
+        if any(p.startswith(prefix) for p in entries):
+            return
+        del entries[folder]
+        folder = posixpath.dirname(folder)
+
+
+def _startup_hook(site: str, path: str) -> bool:
+    """A ``.pth`` file of the site folder, or a module such a file imports at start-up
+    (setuptools' ``_distutils_hack``), with its pycs."""
+    inside = path[len(site) + 1 :]
+    return ("/" not in inside and inside.endswith(".pth")) or inside.startswith("_distutils_hack/")
 
 
 def _debian_modules(
