@@ -53,6 +53,7 @@ class App:
     requirements: tuple[str, ...]
     imports: str  # what the import-time measure imports
     dist: str  # the distribution whose version the probe reports
+    flags: tuple[str, ...] = ()  # more scratchpack options the app needs
 
 
 APPS = {
@@ -60,7 +61,10 @@ APPS = {
     "numeric": App(("numpy",), "numpy", "numpy"),
     "imaging": App(("pillow",), "PIL.Image", "pillow"),
     "crypto": App(("cryptography",), "cryptography.fernet, cryptography.x509", "cryptography"),
-    "postgres": App(("psycopg2-binary",), "psycopg2, psycopg2.extras", "psycopg2-binary"),
+    # libpq asks for the user's name (getpwuid) before it connects: /etc/passwd must be there.
+    "postgres": App(
+        ("psycopg2-binary",), "psycopg2, psycopg2.extras", "psycopg2-binary", ("--with", "users")
+    ),
     "markup": App(("lxml",), "lxml.etree, lxml.html", "lxml"),
 }
 AGAIN = "numeric"  # packed twice (no trace): the bytes must agree
@@ -69,6 +73,7 @@ AGAIN = "numeric"  # packed twice (no trace): the bytes must agree
 def pack_command(name: str, traced: bool) -> str:
     """The scratchpack command line of an app, as a user would type it in the builder."""
     words = ["scratchpack", f"/opt/{name}/bin/python", "--extra", f"/srv/{name}"]
+    words += APPS[name].flags
     if traced:
         words += ["--trace", f"/srv/{name}/app.py basic"]
     return shlex.join(words)
@@ -371,8 +376,6 @@ def test_every_distribution_of_the_venv_but_the_installers(
     assert not (site / "pip").exists() and not (site / "setuptools").exists()
     assert (plain / "usr/lib/python3.11/os.py").is_file()
     assert not (plain / "usr/lib/python3.11/ensurepip").exists()
-    log = (stage["out"] / f"{name}-plain.log").read_text()
-    assert "Python: left out installers (pip, setuptools, wheel)" in log
 
 
 @pytest.mark.parametrize("name", sorted(APPS))

@@ -119,6 +119,7 @@ def test_timestamp_pycs_become_checked_hash_pycs_of_their_source(tmp_path: Path)
     linked = plan.entries["/app/__pycache__/linked.cpython-311.pyc"].data
     assert linked is not None and linked[8:16] == importlib.util.source_hash(b"VALUE = 3\n")
     assert plan.entries["/app/__pycache__/old.cpython-311.pyc"].data is None
+    assert "/app/__pycache__/lone.cpython-311.pyc" not in plan.entries  # no source: left out
     assert hash_pycs(plan).rewritten == 0  # a second pass leaves them as they are
 
 

@@ -50,7 +50,7 @@ class PycReport:
     rewritten: int = 0  # timestamp pycs now checked-hash pycs
     already: int = 0  # hash-based pycs left as they were
     stale: tuple[str, ...] = ()  # timestamp pycs that did not match their source in the root
-    orphans: int = 0  # pycs whose source is not packed (Python never reads them)
+    orphans: int = 0  # pycs whose source is not packed (Python never reads them): left out
 
 
 def magic_of(header: bytes) -> int | None:
@@ -124,7 +124,8 @@ def source_of(pyc: str) -> str | None:
 
 def hash_pycs(plan: Plan) -> PycReport:
     """Rewrite, in the plan, every packed timestamp pyc whose source is packed beside it and
-    matches it as a checked-hash pyc of the same source (only the header changes)."""
+    matches it as a checked-hash pyc of the same source (only the header changes); leave out
+    the pycs whose source is not packed."""
     rewritten = already = orphans = 0
     stale: list[str] = []
     for path in sorted(plan.entries):
@@ -134,7 +135,10 @@ def hash_pycs(plan: Plan) -> PycReport:
             continue
         source = _content_entry(plan, source_path)
         if source is None:
-            log.debug("%s: its source %s is not packed; Python never reads it", path, source_path)
+            # PEP 3147: a __pycache__ pyc is read only beside its source; alone it is dead
+            # weight (the source was left out, as turtle.py is without Tk).
+            log.debug("%s: left out, its source %s is not packed", path, source_path)
+            del plan.entries[path]
             orphans += 1
             continue
         header = _read(entry, HEADER)
@@ -163,8 +167,8 @@ def hash_pycs(plan: Plan) -> PycReport:
         )
     report = PycReport(rewritten, already, tuple(stale), orphans)
     log.info(
-        "pycs: %d rewritten as checked-hash pycs, %d hash-based already, %d stale, %d without "
-        "their source",
+        "pycs: %d rewritten as checked-hash pycs, %d hash-based already, %d stale, %d left out "
+        "without their source",
         rewritten,
         already,
         len(stale),
