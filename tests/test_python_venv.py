@@ -224,3 +224,36 @@ def test_sboms_and_sizes_name_the_distributions(tmp_path: Path) -> None:
     refs = {r["referenceLocator"] for p in spdx["packages"] for r in p.get("externalRefs", [])}
     assert {"pkg:pypi/numpyish@1.2", "pkg:pypi/flaskish@3.0"} <= refs
     assert os.path.isdir(out / "rootfs")
+
+
+def test_debian_modules_go_by_their_dpkg_package(tmp_path: Path) -> None:
+    """A dist-packages module of a Debian package: one packed file brings the package's other
+    files there and the pycs py3compile made for them (which no .list names)."""
+    root = _root(tmp_path)
+    dist = root / "usr/lib/python3/dist-packages"
+    for name in ("__init__", "reader"):
+        _write(dist / f"yaml/{name}.py")
+        _write(dist / f"yaml/__pycache__/{name}.cpython-311.pyc", "not a real pyc")
+    _write(dist / "other/__init__.py")  # another package's: stays out
+    dpkg = root / "var/lib/dpkg"
+    _write(
+        dpkg / "status",
+        "Package: python3-yaml\nStatus: install ok installed\n"
+        "Architecture: amd64\nVersion: 6.0-3\n\n",
+    )
+    listed = [
+        "/usr/lib/python3/dist-packages/yaml",
+        "/usr/lib/python3/dist-packages/yaml/__init__.py",
+        "/usr/lib/python3/dist-packages/yaml/reader.py",
+    ]
+    _write(dpkg / "info/python3-yaml.list", "\n".join(listed) + "\n")
+    paths, _log = _pack(
+        root,
+        tmp_path / "out",
+        "/usr/bin/python3",
+        "--extra",
+        "/usr/lib/python3/dist-packages/yaml/__init__.py",
+    )
+    site = "/usr/lib/python3/dist-packages"
+    assert {f"{site}/yaml/reader.py", f"{site}/yaml/__pycache__/reader.cpython-311.pyc"} <= paths
+    assert f"{site}/other/__init__.py" not in paths
