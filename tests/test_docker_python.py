@@ -44,6 +44,7 @@ WHEELHOUSE = REPO / ".cache" / "python-wheelhouse-cp311"
 INSTALLERS = {"pip", "setuptools", "wheel"}
 ANCHOR_BASE = 20_000_000
 SIZE_TARGET, TIME_TARGET = 0.75, 1.3
+ROUNDS = 3  # of import-time measures, each the best of seven interpreters
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -335,26 +336,38 @@ def test_each_image_runs_another_workload_read_only(
     in_builder = json.loads(run_builder(kit, stage["tag"], argv))
     expected = expected_more(name, versions)
     assert {k: in_builder[k] for k in expected} == expected
-    builder_time = import_seconds(
-        lambda image, a: run_builder(kit, image, a), stage["tag"], python, APPS[name].imports
-    )
     anchor = _anchor(kit, stage["tag"], name)
     for variant in ("trace", "plain"):
-        image = images[f"{name}-{variant}"]
-        code, output = run_read_only(kit, image["tag"], [f"/srv/{name}/app.py", "more"])
+        tag = images[f"{name}-{variant}"]["tag"]
+        code, output = run_read_only(kit, tag, [f"/srv/{name}/app.py", "more"])
         assert code == 0, f"{name}-{variant}: {output}"
         assert json.loads(output) == in_builder, f"{name}-{variant}"
 
-        def in_image(tag: str, a: list[str]) -> str:
-            code, out = run_read_only(kit, tag, a[1:])  # the entrypoint is the python
-            assert code == 0, out
-            return out
+    def in_builder_run(tag: str, a: list[str]) -> str:
+        return run_builder(kit, tag, a)
 
-        image_time = import_seconds(in_image, image["tag"], python, APPS[name].imports)
-        ratio = image["size"] / anchor
+    def in_image_run(tag: str, a: list[str]) -> str:
+        code, out = run_read_only(kit, tag, a[1:])  # the entrypoint is the python
+        assert code == 0, out
+        return out
+
+    # Rounds that alternate builder and images, so a neighbour's load falls on both sides.
+    imports = APPS[name].imports
+    builder_time = float("inf")
+    times = {"trace": float("inf"), "plain": float("inf")}
+    for _round in range(ROUNDS):
+        builder_time = min(
+            builder_time, import_seconds(in_builder_run, stage["tag"], python, imports)
+        )
+        for variant in times:
+            tag = images[f"{name}-{variant}"]["tag"]
+            times[variant] = min(times[variant], import_seconds(in_image_run, tag, python, imports))
+    for variant, image_time in times.items():
+        size = images[f"{name}-{variant}"]["size"]
+        ratio = size / anchor
         report(
             capsys,
-            f"{name}-{variant}: {mb(image['size'])} = {ratio:.2f}x the anchor {mb(anchor)}; "
+            f"{name}-{variant}: {mb(size)} = {ratio:.2f}x the anchor {mb(anchor)}; "
             f"imports {image_time * 1000:.0f} ms read-only vs {builder_time * 1000:.0f} ms in "
             f"the builder ({image_time / builder_time:.2f}x)",
         )
