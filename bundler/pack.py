@@ -29,7 +29,7 @@ from bundler.loader.ldso import GLIBC
 from bundler.loader.programs import locate
 from bundler.loader.resolve import Resolver
 from bundler.loader.rootfs import FsRoot
-from bundler.packages.contents import Contents, build_contents
+from bundler.packages.contents import Contents, build_contents, python_packages
 from bundler.packages.dpkg import Database, open_database
 from bundler.packages.metadata import (
     metadata_paths,
@@ -38,6 +38,7 @@ from bundler.packages.metadata import (
     packed_owners,
     sizes_by_package,
 )
+from bundler.packages.pyapps import add_python
 from bundler.runtime.interpreters import warn_interpreters
 from bundler.runtime.needs import Runtime, expand_groups, trace_user
 from bundler.runtime.python_codecs import codec_modules
@@ -55,6 +56,7 @@ from bundler.staging.plan import (
     Planner,
     PlanOptions,
 )
+from bundler.staging.pycache import hash_pycs
 from bundler.staging.secrets import refuse_secrets
 from bundler.staging.tree import build_tree, write_tarball
 
@@ -165,6 +167,9 @@ def make_plan(
     extra_elves = planner.add_extras(options.plan.extras)
     extra_elves += _add_runtime(planner, resolver, binaries, options)
     extra_elves += _add_traced(planner, resolver, entrypoint, binaries, options)
+    database = open_database(resolver.root)
+    python = add_python(planner, binaries, specs, bool(options.traces), database)
+    extra_elves += python.elves
     if extra_elves:
         known = {b.path for b in binaries}
         wanted = list(dict.fromkeys(p for p in extra_elves if p not in known))
@@ -176,7 +181,6 @@ def make_plan(
         paths = [b.path for b in binaries if b.kind != BinaryKind.SCRIPT]
         planner.add_binaries(collect(baseline, paths, options.search_path, options.cwd))
     platform = image_platform(resolver, binaries)  # again, with what extras and traces added
-    database = open_database(resolver.root)
     if options.layered and database is not None:
         with planner.because("shared layers: the other shared objects of a needed package"):
             complete_for_sharing(planner, database, binaries)
@@ -184,6 +188,7 @@ def make_plan(
         with planner.because("package metadata for scanners (--no-package-metadata)"):
             _add_package_metadata(planner, database)
     plan = planner.plan
+    hash_pycs(plan)  # once every file is planned: a pyc and its source are judged together
     plan.platform = str(platform) if platform else None
     plan.programs.append(entrypoint)
     _check_entrypoint(resolver, entrypoint)
@@ -476,7 +481,7 @@ def _write_outputs(
         image = _write_image(
             plan, binaries, options, resolver, config, name, sboms, registry, packer
         )
-    sizes = tuple(sizes_by_package(plan, owners)) if database is not None else ()
+    sizes = tuple(sizes_by_package(plan, _with_distributions(plan, owners)))
     if options.output is None:
         return Packed(plan, binaries, outputs, distroless_paths, image, sizes)
     with OutputDir(options.output).locked() as out, out.transaction() as txn:
@@ -526,6 +531,16 @@ def size_report(plan: Plan, root: FsRoot) -> list[tuple[str | None, int, int]]:
     if database is None:
         return []
     return sizes_by_package(plan, packed_owners(plan, database))
+
+
+def _with_distributions(plan: Plan, owners: dict[str, str]) -> dict[str, str]:
+    """The Debian owners of packed files, and ``pypi:NAME`` for each file of a Python
+    distribution no Debian package owns: the size report groups by both."""
+    packages, by_dist = python_packages(plan)
+    names = {p.dist_info: f"pypi:{p.key}" for p in packages}
+    grouped = {path: names[d] for path, d in by_dist.items() if d in names}
+    grouped.update(owners)
+    return grouped
 
 
 def _sboms(contents: Contents) -> dict[str, bytes]:

@@ -53,7 +53,6 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     )
 
 
-
 DEBIAN_STATUS = """\
 Package: libc6
 Status: install ok installed

@@ -228,7 +228,9 @@ def python_images(
             f"{PYTHON_COMMAND} -o /out/python --json > /out/python.json",
             f"{PYTHON_COMMAND} {PYTHON_CALLS_TRACE} -v -o /out/python-calls"
             " --json > /out/python-calls.json",
-            "scratchpack python3 -q -o /out/python-bare",
+            # Debian's python3 by its path: the builder's PATH finds scratchpack's own venv
+            # first, and a venv's interpreter brings its standard library with it.
+            "scratchpack /usr/bin/python3 -q -o /out/python-bare",
         ],
         tmp_path_factory.mktemp("python-got"),
     )

@@ -64,16 +64,16 @@ def test_facts_match_readelf_over_a_directory() -> None:
 
 def _header_boundaries(data: bytes) -> list[int]:
     """Cut points at every header and table boundary of a 64-bit little-endian ELF file."""
-    phoff, = struct.unpack_from("<Q", data, 0x20)
+    (phoff,) = struct.unpack_from("<Q", data, 0x20)
     phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
     cuts = {0, 1, 4, 5, 15, 16, 17, 52, 63, 64, phoff, phoff + 1}
     for i in range(phnum + 1):
         cuts.add(phoff + i * phentsize)
         cuts.add(phoff + i * phentsize - 1)
     for i in range(phnum):
-        p_type, = struct.unpack_from("<I", data, phoff + i * phentsize)
-        offset, = struct.unpack_from("<Q", data, phoff + i * phentsize + 8)
-        filesz, = struct.unpack_from("<Q", data, phoff + i * phentsize + 32)
+        (p_type,) = struct.unpack_from("<I", data, phoff + i * phentsize)
+        (offset,) = struct.unpack_from("<Q", data, phoff + i * phentsize + 8)
+        (filesz,) = struct.unpack_from("<Q", data, phoff + i * phentsize + 32)
         if p_type in (2, 3):  # PT_DYNAMIC, PT_INTERP
             cuts.update({offset, offset + 1, offset + filesz - 1})
     return sorted(c for c in cuts if 0 <= c < len(data))
@@ -112,7 +112,7 @@ def test_forged_fields(tmp_path: Path, offset: int, fmt: str, value: int, messag
 
 def test_dynamic_segment_out_of_range(tmp_path: Path) -> None:
     data = bytearray(Path("/usr/bin/python3").resolve().read_bytes())
-    phoff, = struct.unpack_from("<Q", data, 0x20)
+    (phoff,) = struct.unpack_from("<Q", data, 0x20)
     phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
     for i in range(phnum):
         base = phoff + i * phentsize

@@ -57,9 +57,7 @@ def test_spdx_names_the_image_packages_and_files(packed: Path, tmp_path: Path) -
     document: dict[str, Any] = json.loads((out / "sbom.spdx.json").read_text())
     assert spdx_messages(tmp_path, document) == []
     # Every package but the image itself and its operating system is a Debian package.
-    packages = {
-        p["name"]: p for p in document["packages"] if p["SPDXID"] not in (IMAGE_ID, OS_ID)
-    }
+    packages = {p["name"]: p for p in document["packages"] if p["SPDXID"] not in (IMAGE_ID, OS_ID)}
     assert set(packages) == _status_d_packages(out / "rootfs")
     ssl = packages["libssl3"]
     purls = [ref["referenceLocator"] for ref in ssl["externalRefs"]]

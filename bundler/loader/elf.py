@@ -232,9 +232,7 @@ DT_NULL = ENUM_D_TAG_COMMON["DT_NULL"]
 _DT_WANTED = ("DT_NEEDED", "DT_SONAME", "DT_RPATH", "DT_RUNPATH", "DT_STRTAB", "DT_FLAGS_1")
 _DT_VERSIONS = ("DT_VERNEED", "DT_VERNEEDNUM", "DT_VERDEF", "DT_VERDEFNUM")
 _DT_NAMES: dict[int, str] = {
-    value: name
-    for name, value in ENUM_D_TAG_COMMON.items()
-    if name in _DT_WANTED + _DT_VERSIONS
+    value: name for name, value in ENUM_D_TAG_COMMON.items() if name in _DT_WANTED + _DT_VERSIONS
 }
 # Bounds on version records: glibc's own libc defines fewer than 60 versions, and no object
 # needs versions from more than a few dozen libraries; more is a forged count.

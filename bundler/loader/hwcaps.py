@@ -261,10 +261,7 @@ def legacy_hwcaps(
     if machine == EM_X86_64:
         # HWCAP_X86_64 is always set (x32 too); avx512_1 is Skylake-class Intel, not Xeon Phi.
         avx512_1 = (
-            glibc >= (2, 26)
-            and INTEL in cpu
-            and cpu >= AVX512_1_FEATURES
-            and "avx512er" not in cpu
+            glibc >= (2, 26) and INTEL in cpu and cpu >= AVX512_1_FEATURES and "avx512er" not in cpu
         )
         return ((1, "x86_64"),) + (((2, "avx512_1"),) if avx512_1 else ())
     if machine == EM_386:

@@ -6,7 +6,11 @@ read it, never the root.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
+import posixpath
+import re
 from dataclasses import dataclass
 
 from bundler.loader.rootfs import FsRoot
@@ -24,6 +28,7 @@ class PackedFile:
     sha256: str
     sha1: str
     package: str | None  # the owning package, None for files of no package
+    distribution: str | None = None  # the Python distribution's dist-info folder, if any
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,22 @@ class PackedPackage:
 
 
 @dataclass(frozen=True)
+class PythonPackage:
+    """A Python distribution whose METADATA is in the image."""
+
+    name: str
+    version: str
+    dist_info: str  # in-image path of its NAME-VERSION.dist-info folder
+    licence: str = ""  # License-Expression, when it declares one
+    summary: str = ""
+
+    @property
+    def key(self) -> str:
+        """The PEP 503 normalised name the pypi purl uses."""
+        return re.sub(r"[-_.]+", "-", self.name).lower()
+
+
+@dataclass(frozen=True)
 class Contents:
     name: str  # the image's name (--tag, or the entrypoint's file name)
     packages: tuple[PackedPackage, ...]  # sorted by name
@@ -55,6 +76,10 @@ class Contents:
     epoch: int = 0  # SOURCE_DATE_EPOCH: the documents' creation time
     # Secrets packed on purpose (--allow-secret): (in-image path, what and why), by path.
     secrets: tuple[tuple[str, str], ...] = ()
+    python: tuple[PythonPackage, ...] = ()  # sorted by dist-info path
+
+    def files_of_distribution(self, dist_info: str) -> tuple[PackedFile, ...]:
+        return tuple(f for f in self.files if f.distribution == dist_info)
 
     def files_of(self, package: str | None) -> tuple[PackedFile, ...]:
         return tuple(f for f in self.files if f.package == package)
@@ -89,8 +114,11 @@ def build_contents(
     plan: Plan, database: Database | None, owners: dict[str, str], name: str, epoch: int
 ) -> Contents:
     """Every regular file of the plan with its digests and owner, and the owners' packages."""
+    python, files_by_dist = python_packages(plan)
     files = tuple(
-        _packed_file(plan, entry, owners) for entry in plan.sorted_entries() if _is_file(entry)
+        _packed_file(plan, entry, owners, files_by_dist)
+        for entry in plan.sorted_entries()
+        if _is_file(entry)
     )
     packages: list[PackedPackage] = []
     for package_name in sorted(set(owners.values())):
@@ -106,7 +134,70 @@ def build_contents(
     root = database.root if database is not None else None
     secrets = tuple((s.path, s.note()) for s in plan.allowed_secrets)
     os = os_release(root) if root else None
-    return Contents(name, tuple(packages), files, os, epoch, secrets)
+    return Contents(name, tuple(packages), files, os, epoch, secrets, python)
+
+
+def python_packages(plan: Plan) -> tuple[tuple[PythonPackage, ...], dict[str, str]]:
+    """The Python distributions whose ``*.dist-info/METADATA`` is planned, and which of them
+    each planned file belongs to (by its RECORD; dpkg's owners take precedence elsewhere)."""
+    found: list[PythonPackage] = []
+    owner: dict[str, str] = {}
+    for path in sorted(plan.entries):
+        match = _METADATA.search(path)
+        if match is None or plan.entries[path].type not in (FILE, HARDLINK):
+            continue
+        folder = posixpath.dirname(path)
+        fields = _headers(_content(plan, plan.entries[path]))
+        name, version = fields.get("name", ""), fields.get("version", "")
+        if not name or not version:
+            continue
+        found.append(
+            PythonPackage(
+                name,
+                version,
+                folder,
+                fields.get("license-expression", ""),
+                fields.get("summary", ""),
+            )
+        )
+        for inside in plan.entries:
+            if inside.startswith(folder + "/"):
+                owner.setdefault(inside, folder)
+        record = plan.entries.get(posixpath.join(folder, "RECORD"))
+        if record is None or record.type not in (FILE, HARDLINK):
+            continue
+        site = posixpath.dirname(folder)
+        text = _content(plan, record).decode("utf-8", "replace")
+        for row in csv.reader(io.StringIO(text)):
+            if row and row[0]:
+                listed = posixpath.normpath(posixpath.join(site, row[0]))
+                if listed in plan.entries:
+                    owner.setdefault(listed, folder)
+    return tuple(found), owner
+
+
+_METADATA = re.compile(r"/[^/]+\.dist-info/METADATA$")
+
+
+def _content(plan: Plan, entry: Entry) -> bytes:
+    entry = plan.content_of(entry)
+    if entry.data is not None:
+        return entry.data
+    if entry.source is None:
+        return b""
+    with open(entry.source, "rb") as handle:
+        return handle.read()
+
+
+def _headers(data: bytes) -> dict[str, str]:
+    """The first value of each header field of a METADATA file, by lower-cased name."""
+    text = data.decode("utf-8", "replace").replace("\r\n", "\n")
+    fields: dict[str, str] = {}
+    for line in text.split("\n\n", 1)[0].splitlines():
+        key, sep, value = line.partition(":")
+        if sep and not line[:1].isspace():
+            fields.setdefault(key.strip().lower(), value.strip())
+    return fields
 
 
 def _is_file(entry: Entry) -> bool:
@@ -117,13 +208,17 @@ def _planned_file(plan: Plan, database: Database, path: str) -> bool:
     return database.root.is_file(path) and database.root.resolve(path) in plan.entries
 
 
-def _packed_file(plan: Plan, entry: Entry, owners: dict[str, str]) -> PackedFile:
+def _packed_file(
+    plan: Plan, entry: Entry, owners: dict[str, str], distributions: dict[str, str]
+) -> PackedFile:
     sha256, sha1 = hashlib.sha256(), hashlib.sha1(usedforsecurity=False)
     plan.hash_content(entry, sha256, sha1)
+    package = owners.get(entry.path)
     return PackedFile(
         entry.path,
         plan.content_of(entry).size,
         sha256.hexdigest(),
         sha1.hexdigest(),
-        owners.get(entry.path),
+        package,
+        None if package is not None else distributions.get(entry.path),
     )

@@ -6,8 +6,10 @@ from a hash of the document itself, lists are in a fixed order and ``document_by
 sorted keys, so the same image gives the same bytes on any machine.
 
 SPDX: the document DESCRIBES the image (a package of purpose CONTAINER); the image CONTAINS
-the OS (purpose OPERATING-SYSTEM), each Debian package and each file no package owns; each
-Debian package CONTAINS its files. Every file has SHA1 (which SPDX requires) and SHA256.
+the OS (purpose OPERATING-SYSTEM), each Debian package, each Python distribution whose
+``dist-info/METADATA`` is packed (a ``pkg:pypi`` purl) and each file no package owns; each
+package CONTAINS its files (a distribution's: those its RECORD lists and its dist-info).
+Every file has SHA1 (which SPDX requires) and SHA256.
 
 CycloneDX: the image is ``metadata.component`` (type container). Packages and the OS are
 linked as Trivy writes them for images, which is what scanners reading a CycloneDX image SBOM
@@ -30,7 +32,13 @@ from typing import Any
 from packageurl import PackageURL
 
 from bundler import __version__
-from bundler.packages.contents import Contents, OsRelease, PackedFile, PackedPackage
+from bundler.packages.contents import (
+    Contents,
+    OsRelease,
+    PackedFile,
+    PackedPackage,
+    PythonPackage,
+)
 from bundler.packages.dpkg import Package
 from bundler.packages.licences import SpdxLicence, spdx_licence
 from bundler.staging.tree import rfc3339
@@ -90,6 +98,7 @@ def spdx_document(contents: Contents) -> dict[str, Any]:
     if contents.os:
         packages.append(_spdx_os(contents.os))
     packages += [_spdx_package(p, contents, licences[p.package.name]) for p in contents.packages]
+    packages += [_spdx_python(p, contents) for p in contents.python]
     document: dict[str, Any] = {
         "spdxVersion": "SPDX-2.3",
         "dataLicense": "CC0-1.0",
@@ -174,6 +183,43 @@ def _spdx_package(
     return found
 
 
+def _spdx_python(package: PythonPackage, contents: Contents) -> dict[str, Any]:
+    found: dict[str, Any] = {
+        "SPDXID": python_spdx_id(package),
+        "name": package.name,
+        "versionInfo": package.version,
+        "primaryPackagePurpose": "LIBRARY",
+        "downloadLocation": NOASSERTION,
+        "filesAnalyzed": True,
+        "licenseConcluded": NOASSERTION,
+        "licenseDeclared": NOASSERTION,
+        "copyrightText": NOASSERTION,
+        "sourceInfo": f"the Python distribution installed at {package.dist_info}",
+        "externalRefs": [
+            {
+                "referenceCategory": "PACKAGE-MANAGER",
+                "referenceType": "purl",
+                "referenceLocator": python_purl(package),
+            }
+        ],
+    }
+    if package.summary:
+        found["summary"] = package.summary
+    files = contents.files_of_distribution(package.dist_info)
+    if files:
+        found["packageVerificationCode"] = {"packageVerificationCodeValue": _verification(files)}
+    return found
+
+
+def python_purl(package: PythonPackage) -> str:
+    """``pkg:pypi/NAME@VERSION`` with the PEP 503 name, as syft and trivy write it."""
+    return str(PackageURL(type="pypi", name=package.key, version=package.version))
+
+
+def python_spdx_id(package: PythonPackage) -> str:
+    return f"SPDXRef-PyPI-{_id_part(package.key)}-{_id_part(package.version)}"
+
+
 def _spdx_file(packed: PackedFile, contents: Contents) -> dict[str, Any]:
     found: dict[str, Any] = {
         "SPDXID": file_spdx_id(packed.path),
@@ -185,7 +231,7 @@ def _spdx_file(packed: PackedFile, contents: Contents) -> dict[str, Any]:
         "licenseConcluded": NOASSERTION,
         "copyrightText": NOASSERTION,
     }
-    if packed.package is None:
+    if packed.package is None and packed.distribution is None:
         found["comment"] = "No package owns this file: the image holds it on its own."
     notes = [note for path, note in contents.secrets if path == packed.path]
     if notes:
@@ -208,9 +254,14 @@ def _spdx_relationships(contents: Contents) -> list[dict[str, str]]:
         pairs.append((IMAGE_ID, "CONTAINS", OS_ID))
     for packed in contents.packages:
         pairs.append((IMAGE_ID, "CONTAINS", package_spdx_id(packed.package.name)))
+    python_ids = {p.dist_info: python_spdx_id(p) for p in contents.python}
+    for package in contents.python:
+        pairs.append((IMAGE_ID, "CONTAINS", python_ids[package.dist_info]))
     for packed_file in contents.files:
         owner = packed_file.package
         parent = IMAGE_ID if owner is None else package_spdx_id(owner)
+        if owner is None and packed_file.distribution in python_ids:
+            parent = python_ids[packed_file.distribution]
         pairs.append((parent, "CONTAINS", file_spdx_id(packed_file.path)))
     return [
         {"spdxElementId": a, "relationshipType": kind, "relatedSpdxElement": b}
@@ -329,9 +380,14 @@ def cyclonedx_document(contents: Contents) -> dict[str, Any]:
         component = _cdx_package(packed, contents)
         package_refs.append(component["bom-ref"])
         components.append(component)
-    unowned = [_cdx_file(f) for f in contents.files_of(None)]
+    python_refs = []
+    for package in contents.python:
+        component = _cdx_python(package, contents)
+        python_refs.append(component["bom-ref"])
+        components.append(component)
+    unowned = [_cdx_file(f) for f in contents.files_of(None) if f.distribution is None]
     components += unowned
-    image_needs = [os_ref] if os_ref else package_refs
+    image_needs = ([os_ref] if os_ref else package_refs) + python_refs
     dependencies = [
         {"ref": image_ref, "dependsOn": sorted([*image_needs, *(f["bom-ref"] for f in unowned)])}
     ]
@@ -412,6 +468,26 @@ def _cdx_package(packed: PackedPackage, contents: Contents) -> dict[str, Any]:
     if summary:
         found["description"] = summary
     files = [_cdx_file(f) for f in contents.files_of(package.name)]
+    if files:
+        found["components"] = files
+    return found
+
+
+def _cdx_python(package: PythonPackage, contents: Contents) -> dict[str, Any]:
+    locator = python_purl(package)
+    found: dict[str, Any] = {
+        "type": "library",
+        "bom-ref": locator,
+        "name": package.name,
+        "version": package.version,
+        "purl": locator,
+        "properties": [{"name": "scratchpack:python:dist-info", "value": package.dist_info}],
+    }
+    if package.licence:
+        found["licenses"] = [{"expression": package.licence}]
+    if package.summary:
+        found["description"] = package.summary
+    files = [_cdx_file(f) for f in contents.files_of_distribution(package.dist_info)]
     if files:
         found["components"] = files
     return found

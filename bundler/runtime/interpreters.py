@@ -58,9 +58,7 @@ LANGUAGES = (
     Language("Ruby", re.compile(r"ruby(\d+\.\d+)?"), ("/usr/lib/ruby/{version}*",)),
     Language("Lua", re.compile(r"lua(\d+\.\d+)?"), ("/usr/share/lua/{version}*",)),
     Language("Tcl", re.compile(r"tclsh(\d+\.\d+)?"), ("/usr/share/tcltk/tcl{version}*",)),
-    Language(
-        "PHP", re.compile(r"php(\d+\.\d+)?"), ("/usr/share/php", "/usr/lib/php/{version}*")
-    ),
+    Language("PHP", re.compile(r"php(\d+\.\d+)?"), ("/usr/share/php", "/usr/lib/php/{version}*")),
 )
 
 

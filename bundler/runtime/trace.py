@@ -527,9 +527,7 @@ def _parse_log(
     return started
 
 
-def _read_log(
-    log_path: str, collector: _Collector, root: FsRoot, cwd: str, launched: bool
-) -> bool:
+def _read_log(log_path: str, collector: _Collector, root: FsRoot, cwd: str, launched: bool) -> bool:
     if not os.path.exists(log_path):
         return False  # strace gave up before it opened its log
     with open(log_path, "rb") as handle:

@@ -45,6 +45,7 @@ class EntryKind(NamedEnum):
     CONFIG = "config"  # the loader's configuration (ld.so.cache)
     TRACED = "traced"  # opened by a traced run
     METADATA = "metadata"  # what scanners read: status.d, md5sums, copyright, os-release
+    PYTHON = "python"  # a Python interpreter's venv, standard library or distribution
     LINK = "link"  # a symbolic link met on the way to any of the above
     PARENT = "directory"  # a folder above any of the above
 
