@@ -550,10 +550,10 @@ def _pack(opts: dict[str, Any], resolver: Resolver, search_path: tuple[str, ...]
         push_jobs=opts["push_jobs"],
     )
     _warn_public_config(options.image)
-    plan, binaries = make_plan(resolver, opts["programs"], options)
+    planned = make_plan(resolver, opts["programs"], options)
     registry = _registry_access(opts["quiet"]) if opts["push"] else None
-    with _progress(plan, opts["quiet"]) as tick:
-        packed = write_outputs(plan, binaries, options, resolver, tick, registry)
+    with _progress(planned.plan, opts["quiet"]) as tick:
+        packed = write_outputs(planned, options, resolver, tick, registry)
     if opts["as_json"]:
         click.echo(json.dumps(manifest(packed), indent=2 if sys.stdout.isatty() else None))
     if not opts["quiet"]:
@@ -562,7 +562,8 @@ def _pack(opts: dict[str, Any], resolver: Resolver, search_path: tuple[str, ...]
         click.echo(packed.image.pushed.digest)  # on stdout, for scripts: the digest to deploy
     if opts["build_tag"] and output:
         verify = _split_args(opts["verify"], "--verify")
-        _build(opts["build_tag"], verify, opts["verify_timeout"], Path(output), plan.platform)
+        platform = planned.plan.platform
+        _build(opts["build_tag"], verify, opts["verify_timeout"], Path(output), platform)
 
 
 def _warn_public_config(config: ImageConfig) -> None:

@@ -149,9 +149,17 @@ class WrittenImage:
 Progress = Callable[[Entry], None]
 
 
-def make_plan(
-    resolver: Resolver, specs: Sequence[str], options: PackOptions
-) -> tuple[Plan, list[Binary]]:
+@dataclass(frozen=True)
+class Planned:
+    """What make_plan decided: the plan, the closures it holds, and the root's dpkg database
+    (read once for the whole pack; None when the root has none)."""
+
+    plan: Plan
+    binaries: list[Binary]
+    database: Database | None
+
+
+def make_plan(resolver: Resolver, specs: Sequence[str], options: PackOptions) -> Planned:
     """Resolve every program and --extra ELF file and turn it all into one plan.
 
     When the closure uses an optimised glibc-hwcaps variant, the plain one goes in too (as a
@@ -204,7 +212,7 @@ def make_plan(
         plan.env["LD_LIBRARY_PATH"] = ld_path
     # Every file of the complete plan, whatever brought it, before anything is written.
     refuse_secrets(plan, options.allow_secrets)
-    return plan, binaries
+    return Planned(plan, binaries, database)
 
 
 def _add_package_metadata(planner: Planner, database: Database | None) -> None:
@@ -440,8 +448,7 @@ def _needs_ld_so_cache(binaries: Sequence[Binary]) -> bool:
 
 
 def write_outputs(
-    plan: Plan,
-    binaries: list[Binary],
+    planned: Planned,
     options: PackOptions,
     resolver: Resolver,
     progress: Progress | None = None,
@@ -449,18 +456,18 @@ def write_outputs(
 ) -> Packed:
     """Every output asked for; ``registry`` (credentials, TLS, progress lines) for --push."""
     with compressor(options.compression) as packer:
-        return _write_outputs(plan, binaries, options, resolver, packer, progress, registry)
+        return _write_outputs(planned, options, resolver, packer, progress, registry)
 
 
 def _write_outputs(
-    plan: Plan,
-    binaries: list[Binary],
+    planned: Planned,
     options: PackOptions,
     resolver: Resolver,
     packer: Compressor,
     progress: Progress | None,
     registry: RegistryAccess | None,
 ) -> Packed:
+    plan, binaries, database = planned.plan, planned.binaries, planned.database
     entries = plan.sorted_entries()
     config = options.image
     if not config.entrypoint:
@@ -471,16 +478,13 @@ def _write_outputs(
     distroless_paths: list[str] = []
     name = options.tag or posixpath.basename(plan.programs[0])
     # Who owns each packed file: asked once, for the SBOMs and for the size report.
-    database = open_database(resolver.root)
     owners = packed_owners(plan, database) if database is not None else {}
     sboms = {}
     if options.package_metadata:
         sboms = _sboms(build_contents(plan, database, owners, name, options.epoch))
     image = None
     if options.layered:
-        image = _write_image(
-            plan, binaries, options, resolver, config, name, sboms, registry, packer
-        )
+        image = _write_image(planned, options, resolver, config, name, sboms, registry, packer)
     sizes = tuple(sizes_by_package(plan, _with_distributions(plan, owners)))
     if options.output is None:
         return Packed(plan, binaries, outputs, distroless_paths, image, sizes)
@@ -496,8 +500,9 @@ def _write_outputs(
         )
         outputs[DOCKERFILE] = txn.write_text(DOCKERFILE, render_scratch(config, TARBALL))
         if options.distroless:
-            distroless_paths = _distroless_paths(plan, binaries, resolver, options.distroless)
-            tree = _distroless_tree(plan, resolver, distroless_paths, options.distroless)
+            shipped = shipped_by_base(resolver.root, database, options.distroless)
+            distroless_paths = _distroless_paths(plan, binaries, resolver, shipped)
+            tree = _distroless_tree(plan, resolver, database, distroless_paths, shipped)
             outputs[DISTROLESS_TREE] = txn.write_tree(
                 DISTROLESS_TREE, lambda top: build_tree(tree, top, options.epoch, None)
             )
@@ -522,12 +527,11 @@ def closure_sizes(
     """--list --sizes: what the closures alone cost per package, without packing."""
     planner = Planner(resolver.root, PlanOptions(allow_missing=True))
     planner.add_binaries(binaries)
-    return size_report(planner.plan, resolver.root)
+    return size_report(planner.plan, open_database(resolver.root))
 
 
-def size_report(plan: Plan, root: FsRoot) -> list[tuple[str | None, int, int]]:
+def size_report(plan: Plan, database: Database | None) -> list[tuple[str | None, int, int]]:
     """Which package costs how many bytes and files (no package: None); [] without dpkg."""
-    database = open_database(root)
     if database is None:
         return []
     return sizes_by_package(plan, packed_owners(plan, database))
@@ -554,8 +558,7 @@ def _sboms(contents: Contents) -> dict[str, bytes]:
 
 
 def _write_image(
-    plan: Plan,
-    binaries: list[Binary],
+    planned: Planned,
     options: PackOptions,
     resolver: Resolver,
     config: ImageConfig,
@@ -570,7 +573,10 @@ def _write_image(
     there), else from a layout of its own made for the push."""
     from bundler.image.archive import write_docker_archive
 
-    spec = image_spec(plan, binaries, resolver, config, options.epoch, options.max_layers)
+    plan, binaries = planned.plan, planned.binaries
+    spec = image_spec(
+        plan, binaries, resolver, planned.database, config, options.epoch, options.max_layers
+    )
     digest = None
     pushed = None
     if options.oci:
@@ -638,7 +644,13 @@ def _push(layout: str, name: str, options: PackOptions, registry: RegistryAccess
     )
 
 
-def _distroless_tree(plan: Plan, resolver: Resolver, paths: list[str], variant: str) -> list[Entry]:
+def _distroless_tree(
+    plan: Plan,
+    resolver: Resolver,
+    database: Database | None,
+    paths: list[str],
+    shipped: tuple[set[str], set[str]],
+) -> list[Entry]:
     """What the distroless base lacks, as one tree to COPY onto it: each path as a file (COPY
     would follow its links) in its link-free folder, the status.d entries of the packages
     those files come from (the base has its own packages' entries), the root's top-level links
@@ -653,7 +665,6 @@ def _distroless_tree(plan: Plan, resolver: Resolver, paths: list[str], variant: 
             continue
         dest = _link_free(root, path)
         chosen[dest] = replace(entry, path=dest)
-    database = open_database(root)
     if database is not None:
         owners = sorted({p for p in map(database.owner, paths) if p})
         for path in metadata_paths(owners):
@@ -664,7 +675,7 @@ def _distroless_tree(plan: Plan, resolver: Resolver, paths: list[str], variant: 
             # --mkdir's folders (and --user's home): the program writes there, as its owner.
             dest = _link_free(root, entry.path)
             chosen[dest] = replace(entry, path=dest)
-    shipped_paths, _sonames = shipped_by_base(root, variant)
+    shipped_paths, _sonames = shipped
     shipped_tops = {p.split("/")[1] for p in shipped_paths if p.count("/") >= 2}
     for path in paths:
         top = "/" + path.split("/")[1]
@@ -704,11 +715,11 @@ def _file_behind(plan: Plan, root: FsRoot, path: str) -> Entry | None:
 
 
 def _distroless_paths(
-    plan: Plan, binaries: list[Binary], resolver: Resolver, variant: str
+    plan: Plan, binaries: list[Binary], resolver: Resolver, shipped: tuple[set[str], set[str]]
 ) -> list[str]:
     """Every path the loader opens (and every extra) that the base image does not ship."""
     root = resolver.root
-    shipped_paths, shipped_sonames = shipped_by_base(root, variant)
+    shipped_paths, shipped_sonames = shipped
     wanted: dict[str, None] = {}
     for binary in binaries:
         wanted.update(dict.fromkeys((binary.path, *binary.mapped)))
@@ -720,13 +731,13 @@ def _distroless_paths(
         ):
             wanted.setdefault(entry.path)
 
-    def shipped(path: str) -> bool:
+    def in_base(path: str) -> bool:
         name = posixpath.basename(path)
         return (
             path in shipped_paths or root.resolve(path) in shipped_paths or name in shipped_sonames
         )
 
-    return [path for path in wanted if not shipped(path)]
+    return [path for path in wanted if not in_base(path)]
 
 
 def manifest(packed: Packed) -> dict[str, Any]:

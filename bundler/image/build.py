@@ -11,7 +11,7 @@ from bundler.image.layers import plan_layers
 from bundler.image.spec import ImageSpec, Platform, platform_of
 from bundler.loader.closure import Binary, BinaryKind
 from bundler.loader.resolve import Resolver
-from bundler.packages.dpkg import open_database
+from bundler.packages.dpkg import Database
 from bundler.staging.plan import Plan
 
 log = logging.getLogger(__name__)
@@ -37,11 +37,11 @@ def image_spec(
     plan: Plan,
     binaries: Sequence[Binary],
     resolver: Resolver,
+    database: Database | None,
     config: ImageConfig,
     epoch: int,
     max_layers: int,
 ) -> ImageSpec:
-    database = open_database(resolver.root)
     interpreters = [b.loader_file for b in binaries if b.loader_file]
     layers = plan_layers(plan, database, interpreters, max_layers)
     platform = image_platform(resolver, binaries)

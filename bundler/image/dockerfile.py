@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from bundler import __version__
 from bundler.errors import UsageError
 from bundler.loader.rootfs import FsRoot
-from bundler.packages.dpkg import open_database
+from bundler.packages.dpkg import Database
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +106,10 @@ def render_distroless(config: ImageConfig, variant: str, stage: str, tree: str) 
     return "\n".join([*lines, *_config_lines(config)]) + "\n"
 
 
-def shipped_by_base(root: FsRoot, variant: str) -> tuple[set[str], set[str]]:
+def shipped_by_base(
+    root: FsRoot, database: Database | None, variant: str
+) -> tuple[set[str], set[str]]:
     """(paths, sonames) the distroless variant already has, from the root's dpkg lists."""
-    database = open_database(root)
     paths: set[str] = set()
     sonames: set[str] = set()
     for package in DISTROLESS_PACKAGES[variant]:

@@ -15,7 +15,7 @@ import posixpath
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import cache, cached_property
+from functools import cached_property
 
 from bundler.errors import ScratchpackError
 from bundler.loader.rootfs import FsRoot, SymlinkLoop
@@ -174,10 +174,9 @@ class Database:
         return posixpath.join(resolved, name)
 
 
-@cache
 def open_database(root: FsRoot) -> Database | None:
     """The root's dpkg database, or None when it has no status file (a musl or hand-made
-    root: its files belong to no package). Read once per root and run."""
+    root: its files belong to no package). A pack reads it once and passes it on."""
     if not root.is_file(STATUS):
         return None
     try:

@@ -174,7 +174,7 @@ def _spdx_package(
     supplier = _supplier(package.get("Maintainer"))
     if supplier:
         found["supplier"] = supplier
-    summary = package.get("Description").partition("\n")[0].strip()
+    summary = _synopsis(package)
     if summary:
         found["summary"] = summary
     files = contents.files_of(package.name)
@@ -341,6 +341,11 @@ def _source_text(package: Package) -> str:
     return f"{package.source} {version}".strip()
 
 
+def _synopsis(package: Package) -> str:
+    """The first line of a package's Description: Debian's one-line synopsis."""
+    return package.get("Description").partition("\n")[0].strip()
+
+
 def _supplier(maintainer: str) -> str | None:
     """``Organization: Debian OpenSSL Team (pkg-openssl-devel@...)`` or ``Person: ...``."""
     name, email = _name_and_email(maintainer)
@@ -464,7 +469,7 @@ def _cdx_package(packed: PackedPackage, contents: Contents) -> dict[str, Any]:
     supplier = _cdx_supplier(package.get("Maintainer"))
     if supplier:
         found["supplier"] = supplier
-    summary = package.get("Description").partition("\n")[0].strip()
+    summary = _synopsis(package)
     if summary:
         found["description"] = summary
     files = [_cdx_file(f) for f in contents.files_of(package.name)]
