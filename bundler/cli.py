@@ -34,7 +34,7 @@ from bundler.runtime.needs import GROUPS
 from bundler.staging.plan import Entry, EntryType, Plan, PlanOptions
 
 if TYPE_CHECKING:  # packing's modules are imported when a pack runs: --list starts faster
-    from bundler.pack import Packed, PackOptions, RegistryAccess, TraceRun
+    from bundler.pack import Packed, PackOptions, PushRequest, RegistryAccess, TraceRun
 
 log = logging.getLogger("bundler")
 
@@ -443,9 +443,9 @@ def command(**opts: Any) -> None:
         settings, dlopen_priorities=frozenset(wanted), libgcc_s=not opts["no_libgcc_s"]
     )
     search_path = _search_path(fsroot)
-    cwd = os.getcwd() if fsroot.is_host else "/"
     resolver = Resolver(fsroot, settings)
     if opts["list_only"]:
+        cwd = settings.cwd
         binaries = collect(resolver, opts["programs"], search_path, cwd, workers=opts["jobs"])
         if opts["sizes"]:
             _print_sizes(resolver, binaries, opts["as_json"])
@@ -462,7 +462,7 @@ def command(**opts: Any) -> None:
     if opts["build_tag"]:
         check_tag(opts["build_tag"])
     _split_args(opts["verify"], "--verify")
-    _pack(opts, resolver, search_path, cwd)
+    _pack(opts, resolver, search_path)
 
 
 def _warn_missing(resolver: Resolver, binaries: list[Binary]) -> None:
@@ -477,8 +477,16 @@ def _warn_missing(resolver: Resolver, binaries: list[Binary]) -> None:
                 log.warning("  hint: %s", hint)
 
 
-def _pack(opts: dict[str, Any], resolver: Resolver, search_path: tuple[str, ...], cwd: str) -> None:
-    from bundler.pack import PackOptions, make_plan, manifest, write_outputs
+def _pack(opts: dict[str, Any], resolver: Resolver, search_path: tuple[str, ...]) -> None:
+    from bundler.pack import (
+        LayeredRequest,
+        PackOptions,
+        RuntimeRequest,
+        TraceRequest,
+        make_plan,
+        manifest,
+        write_outputs,
+    )
     from bundler.staging.blobs import CompressionOptions
 
     if opts["insecure_registry"] and not opts["push"]:
@@ -523,31 +531,26 @@ def _pack(opts: dict[str, Any], resolver: Resolver, search_path: tuple[str, ...]
         distroless=opts["distroless"],
         stage=opts["stage"],
         search_path=search_path,
-        cwd=cwd,
-        with_groups=tuple(opts["with_groups"]),
-        tz=opts["tz"],
-        user=opts["user"],
-        mkdirs=tuple(opts["mkdir"]),
         entrypoint=opts["entrypoint"],
-        traces=_trace_runs(opts["trace"], opts["trace_cmd"]),
-        trace_ok_exits=_exit_codes(opts["trace_ok_exit"]),
-        trace_user=opts["trace_user"],
-        oci=oci,
-        docker_archive=archive,
-        tag=opts["tag"],
-        max_layers=opts["max_layers"],
+        runtime=RuntimeRequest(
+            with_groups=tuple(opts["with_groups"]), tz=opts["tz"], mkdirs=tuple(opts["mkdir"])
+        ),
+        trace=TraceRequest(
+            runs=_trace_runs(opts["trace"], opts["trace_cmd"]),
+            ok_exits=_exit_codes(opts["trace_ok_exit"]),
+            user=opts["trace_user"],
+        ),
+        layered_image=LayeredRequest(
+            oci=oci, docker_archive=archive, tag=opts["tag"], max_layers=opts["max_layers"]
+        ),
+        push=_push_request(opts),
         package_metadata=not opts["no_package_metadata"],
-        push=opts["push"],
-        insecure_registry=opts["insecure_registry"],
         allow_secrets=tuple(opts["allow_secrets"]),
         compression=CompressionOptions(
             workers=opts["jobs"],
             cache_folder=None if opts["no_cache"] else str(_cache_folder()),
             cache_bytes=_cache_bytes(opts["cache_size"]),
         ),
-        push_retries=opts["push_retries"],
-        push_timeout=opts["push_timeout"],
-        push_jobs=opts["push_jobs"],
     )
     _warn_public_config(options.image)
     planned = make_plan(resolver, opts["programs"], options)
@@ -564,6 +567,20 @@ def _pack(opts: dict[str, Any], resolver: Resolver, search_path: tuple[str, ...]
         verify = _split_args(opts["verify"], "--verify")
         platform = planned.plan.platform
         _build(opts["build_tag"], verify, opts["verify_timeout"], Path(output), platform)
+
+
+def _push_request(opts: dict[str, Any]) -> PushRequest | None:
+    from bundler.pack import PushRequest
+
+    if not opts["push"]:
+        return None
+    return PushRequest(
+        opts["push"],
+        insecure=opts["insecure_registry"],
+        retries=opts["push_retries"],
+        timeout=opts["push_timeout"],
+        jobs=opts["push_jobs"],
+    )
 
 
 def _warn_public_config(config: ImageConfig) -> None:
@@ -631,8 +648,9 @@ def _summary(packed: Packed, options: PackOptions) -> None:
     image = packed.image
     if image is None:
         return
-    where = [f"{options.oci} ({image.digest})"] if options.oci else []
-    where += [f"{options.docker_archive} (docker load)"] if options.docker_archive else []
+    request = options.layered_image
+    where = [f"{request.oci} ({image.digest})"] if request.oci else []
+    where += [f"{request.docker_archive} (docker load)"] if request.docker_archive else []
     if where:
         click.echo(
             f"{what} as image {image.name}, {image.platform}, {len(image.layers)} layers: "

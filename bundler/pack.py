@@ -78,50 +78,79 @@ LD_SO_CACHE = "/etc/ld.so.cache"
 
 
 @dataclass(frozen=True)
-class PackOptions:
-    output: str | None  # -o: rootfs/, the tarball and Dockerfiles; None: not written
-    plan: PlanOptions
-    image: ImageConfig  # entrypoint is filled in from the first program when empty
-    epoch: int = 0  # SOURCE_DATE_EPOCH: no mtime in the outputs is later
-    distroless: str | None = None
-    stage: str = "build"
-    search_path: tuple[str, ...] = ()
-    cwd: str = "/"
-    with_groups: tuple[str, ...] = ()  # --with: nss, certs, tzdata, users, tmp, gconv, base
-    tz: str | None = None
-    user: str | None = None  # --user: its account goes into the image
-    mkdirs: tuple[str, ...] = ()
-    entrypoint: str | None = None  # --entrypoint: the program the image starts (default: first)
-    traces: tuple[TraceRun, ...] = ()  # --trace and --trace-cmd, one run each
-    trace_ok_exits: frozenset[int] = frozenset({0})
-    trace_user: str | None = None  # --trace-user: whom the traced runs run as
-    oci: str | None = None  # --oci DIR: an OCI image layout to add the image to
-    docker_archive: str | None = None  # --docker-archive FILE: a tarball for docker load
-    tag: str | None = None  # --tag: the image's name there (default: the entrypoint's name)
-    max_layers: int = DEFAULT_MAX_LAYERS
-    # Package metadata in the image (status.d, md5sums, copyright, os-release) and SBOMs.
-    package_metadata: bool = True
-    push: str | None = None  # --push REF: the registry reference to push the image to
-    insecure_registry: bool = False  # --insecure-registry: plain HTTP allowed for --push
-    allow_secrets: tuple[str, ...] = ()  # --allow-secret GLOBs: secrets packed on purpose
-    # -j and the layer cache (--cache-size, --no-cache): how tarball and layers are compressed.
-    compression: CompressionOptions = field(default_factory=CompressionOptions)
-    push_retries: int = 5  # --push-retries: tries after the first, per request
-    push_timeout: float = 300.0  # --push-timeout: seconds one blob or manifest may keep failing
-    push_jobs: int = 4  # --push-jobs: blobs uploaded at once
-
-    @property
-    def layered(self) -> bool:
-        """Whether an image is written in layers (by package) besides or instead of -o."""
-        return bool(self.oci or self.docker_archive or self.push)
-
-
-@dataclass(frozen=True)
 class TraceRun:
     """One traced run: ``program`` (a path or a name; None for the entrypoint) with ``args``."""
 
     program: str | None
     args: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RuntimeRequest:
+    """What ldd cannot see, asked for: --with groups (--tz), --mkdir; --user is the image's."""
+
+    with_groups: tuple[str, ...] = ()  # nss, certs, tzdata, users, tmp, gconv, base
+    tz: str | None = None
+    mkdirs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TraceRequest:
+    """--trace and --trace-cmd (one run each), the exit codes that are fine, whom they run as."""
+
+    runs: tuple[TraceRun, ...] = ()
+    ok_exits: frozenset[int] = frozenset({0})
+    user: str | None = None  # --trace-user
+
+
+@dataclass(frozen=True)
+class LayeredRequest:
+    """The image in layers by package, no daemon: --oci, --docker-archive, --tag, --max-layers."""
+
+    oci: str | None = None  # an OCI image layout to add the image to
+    docker_archive: str | None = None  # a tarball for docker load
+    tag: str | None = None  # the image's name there (default: the entrypoint's file name)
+    max_layers: int = DEFAULT_MAX_LAYERS
+
+
+@dataclass(frozen=True)
+class PushRequest:
+    """--push REF and how hard to try: --insecure-registry, --push-retries, -timeout, -jobs."""
+
+    reference: str
+    insecure: bool = False  # plain HTTP and unverified TLS allowed
+    retries: int = 5  # tries after the first, per request
+    timeout: float = 300.0  # seconds one blob or manifest may keep failing
+    jobs: int = 4  # blobs uploaded at once
+
+
+@dataclass(frozen=True)
+class PackOptions:
+    """One pack, as the CLI asked for it: a small request for each stage."""
+
+    output: str | None  # -o: rootfs/, the tarball and Dockerfiles; None: not written
+    plan: PlanOptions
+    image: ImageConfig  # entrypoint is filled in from the first program when empty
+    search_path: tuple[str, ...] = ()  # PATH, for the programs named
+    entrypoint: str | None = None  # --entrypoint: the program the image starts (default: first)
+    runtime: RuntimeRequest = RuntimeRequest()
+    trace: TraceRequest = TraceRequest()
+    layered_image: LayeredRequest = LayeredRequest()
+    push: PushRequest | None = None
+    epoch: int = 0  # SOURCE_DATE_EPOCH: no mtime in the outputs is later
+    distroless: str | None = None
+    stage: str = "build"
+    # Package metadata in the image (status.d, md5sums, copyright, os-release) and SBOMs.
+    package_metadata: bool = True
+    allow_secrets: tuple[str, ...] = ()  # --allow-secret GLOBs: secrets packed on purpose
+    # -j and the layer cache (--cache-size, --no-cache): how tarball and layers are compressed.
+    compression: CompressionOptions = field(default_factory=CompressionOptions)
+
+    @property
+    def layered(self) -> bool:
+        """Whether an image is written in layers (by package) besides or instead of -o."""
+        request = self.layered_image
+        return bool(request.oci or request.docker_archive or self.push)
 
 
 @dataclass(frozen=True)
@@ -167,7 +196,7 @@ def make_plan(resolver: Resolver, specs: Sequence[str], options: PackOptions) ->
     baseline = None
     if resolver.settings.hwcaps != ():
         baseline = Resolver(resolver.root, replace(resolver.settings, hwcaps=()))
-    binaries = collect(resolver, specs, options.search_path, options.cwd)
+    binaries = collect(resolver, specs, options.search_path, resolver.settings.cwd)
     image_platform(resolver, binaries)  # one machine per image: said before anything else
     entrypoint = _entrypoint(resolver, binaries, options)
     planner = Planner(resolver.root, options.plan, hint=resolver.conf_hint)
@@ -176,18 +205,18 @@ def make_plan(resolver: Resolver, specs: Sequence[str], options: PackOptions) ->
     extra_elves += _add_runtime(planner, resolver, binaries, options)
     extra_elves += _add_traced(planner, resolver, entrypoint, binaries, options)
     database = open_database(resolver.root)
-    python = add_python(planner, binaries, specs, bool(options.traces), database)
+    python = add_python(planner, binaries, specs, bool(options.trace.runs), database)
     extra_elves += python.elves
     if extra_elves:
         known = {b.path for b in binaries}
         wanted = list(dict.fromkeys(p for p in extra_elves if p not in known))
-        extra_binaries = collect(resolver, wanted, options.search_path, options.cwd)
+        extra_binaries = collect(resolver, wanted, options.search_path, resolver.settings.cwd)
         planner.add_binaries(extra_binaries)
         binaries += extra_binaries
     if baseline is not None and _uses_hwcaps(binaries):
         log.info("the closure uses glibc-hwcaps variants; adding the baseline ones for other CPUs")
         paths = [b.path for b in binaries if b.kind != BinaryKind.SCRIPT]
-        planner.add_binaries(collect(baseline, paths, options.search_path, options.cwd))
+        planner.add_binaries(collect(baseline, paths, options.search_path, resolver.settings.cwd))
     platform = image_platform(resolver, binaries)  # again, with what extras and traces added
     if options.layered and database is not None:
         with planner.because("shared layers: the other shared objects of a needed package"):
@@ -200,7 +229,7 @@ def make_plan(resolver: Resolver, specs: Sequence[str], options: PackOptions) ->
     plan.platform = str(platform) if platform else None
     plan.programs.append(entrypoint)
     _check_entrypoint(resolver, entrypoint)
-    if not options.traces:
+    if not options.trace.runs:
         warn_interpreters(resolver.root, binaries, plan.entries)
     if _needs_ld_so_cache(binaries) and resolver.root.is_file(LD_SO_CACHE):
         log.info("%s goes in: some libraries are found only through it", LD_SO_CACHE)
@@ -234,7 +263,8 @@ def _add_runtime(
     planner: Planner, resolver: Resolver, binaries: list[Binary], options: PackOptions
 ) -> list[str]:
     """--with groups, --user and --mkdir; returns the ELF files (NSS modules...) to resolve."""
-    if not (options.with_groups or options.user or options.mkdirs):
+    user = options.image.user
+    if not (options.runtime.with_groups or user or options.runtime.mkdirs):
         return []
     glibc = _first_glibc(resolver, binaries)
     loader = resolver.loader_of(glibc) if glibc else None
@@ -256,11 +286,12 @@ def _add_runtime(
             if generated.get(path) != data:  # passwd: --with users, then --user's account
                 whys[path] = f"{whys[path]}, {why}" if path in whys else why
 
-    for group in expand_groups(options.with_groups):
-        note(f"--with {group}", functools.partial(runtime.groups, [group], options.tz))
-    if options.user:
-        note(f"--user {options.user}", functools.partial(runtime.user, options.user))
-    for spec in options.mkdirs:
+    for group in expand_groups(options.runtime.with_groups):
+        tz = options.runtime.tz
+        note(f"--with {group}", functools.partial(runtime.groups, [group], tz))
+    if user:
+        note(f"--user {user}", functools.partial(runtime.user, user))
+    for spec in options.runtime.mkdirs:
         note(f"--mkdir {spec}", functools.partial(runtime.mkdir, spec))
     elves: list[str] = []
     for path in added.paths:
@@ -322,7 +353,7 @@ def _program_named(
         by_name = [p for p in paths if posixpath.basename(p) == spec]
         if by_name:
             return by_name[0]
-    located = locate(resolver.root, spec, options.search_path, options.cwd)
+    located = locate(resolver.root, spec, options.search_path, resolver.settings.cwd)
     real = resolver.root.resolve(located)
     return next((p for p in paths if resolver.root.resolve(p) == real), located)
 
@@ -335,14 +366,14 @@ def _add_traced(
     options: PackOptions,
 ) -> list[str]:
     """--trace and --trace-cmd: run each program once and keep what it opened."""
-    if not options.traces:
+    if not options.trace.runs:
         return []
     from bundler.runtime.trace import trace_program  # strace is only needed here
 
     root = resolver.root
-    user = trace_user(root, options.trace_user) if options.trace_user else None
+    user = trace_user(root, options.trace.user) if options.trace.user else None
     elves: list[str] = []
-    for run in options.traces:
+    for run in options.trace.runs:
         # A script runs through its #! as it would; a program not packed yet is packed by the
         # trace itself (it is executed).
         program = entrypoint
@@ -356,7 +387,7 @@ def _add_traced(
             root,
             program,
             run.args,
-            ok_exits=options.trace_ok_exits,
+            ok_exits=options.trace.ok_exits,
             exclude=options.plan.exclude,
             user=user,
         )
@@ -476,7 +507,7 @@ def _write_outputs(
         config = replace(config, env=(*sorted(plan.env.items()), *config.env))
     outputs: dict[str, Path] = {}
     distroless_paths: list[str] = []
-    name = options.tag or posixpath.basename(plan.programs[0])
+    name = options.layered_image.tag or posixpath.basename(plan.programs[0])
     # Who owns each packed file: asked once, for the SBOMs and for the size report.
     owners = packed_owners(plan, database) if database is not None else {}
     sboms = {}
@@ -575,21 +606,28 @@ def _write_image(
 
     plan, binaries = planned.plan, planned.binaries
     spec = image_spec(
-        plan, binaries, resolver, planned.database, config, options.epoch, options.max_layers
+        plan,
+        binaries,
+        resolver,
+        planned.database,
+        config,
+        options.epoch,
+        options.layered_image.max_layers,
     )
     digest = None
     pushed = None
-    if options.oci:
-        digest = _into_layout(options.oci, spec, name, sboms, packer)
-        log.info("%s: image %s (%s) in %s", name, digest, spec.platform, options.oci)
+    request = options.layered_image
+    if request.oci:
+        digest = _into_layout(request.oci, spec, name, sboms, packer)
+        log.info("%s: image %s (%s) in %s", name, digest, spec.platform, request.oci)
     if options.push:
         with tempfile.TemporaryDirectory(prefix="scratchpack-push-") as scratch:
-            layout = options.oci or _made_layout(scratch, spec, name, sboms, packer)
+            layout = request.oci or _made_layout(scratch, spec, name, sboms, packer)
             pushed = _push(layout, name, options, registry or RegistryAccess())
         digest = digest or pushed.digest
-    if options.docker_archive:
-        write_docker_archive(options.docker_archive, spec, name, compressor=packer)
-        log.info("%s: written for docker load as %s", options.docker_archive, name)
+    if request.docker_archive:
+        write_docker_archive(request.docker_archive, spec, name, compressor=packer)
+        log.info("%s: written for docker load as %s", request.docker_archive, name)
     layers = tuple((layer.comment, len(layer.entries)) for layer in spec.layers)
     return WrittenImage(name, digest, str(spec.platform), layers, pushed)
 
@@ -629,17 +667,18 @@ def _made_layout(
 def _push(layout: str, name: str, options: PackOptions, registry: RegistryAccess) -> PushResult:
     from bundler.image.registry import RetryPolicy, push
 
-    assert options.push is not None
+    request = options.push
+    assert request is not None
     return push(
         layout,
         name,
-        options.push,
+        request.reference,
         credentials=registry.credentials,
         tls=registry.tls,
-        insecure=options.insecure_registry,
+        insecure=request.insecure,
         progress=registry.progress,
-        retry=RetryPolicy(attempts=options.push_retries + 1, total=options.push_timeout),
-        jobs=options.push_jobs,
+        retry=RetryPolicy(attempts=request.retries + 1, total=request.timeout),
+        jobs=request.jobs,
         meter=registry.meter,
     )
 
