@@ -354,8 +354,8 @@ def _program_named(
         if by_name:
             return by_name[0]
     located = locate(resolver.root, spec, options.search_path, resolver.settings.cwd)
-    real = resolver.root.resolve(located)
-    return next((p for p in paths if resolver.root.resolve(p) == real), located)
+    real = resolver.root.realpath(located)
+    return next((p for p in paths if resolver.root.realpath(p) == real), located)
 
 
 def _add_traced(
@@ -401,15 +401,15 @@ def _add_traced(
         # Folders (a whole codec package) go in with their content, as an --extra would.
         codecs = codec_modules(resolver.root, result.files)
         elves += planner.add_extras(codecs, "--trace", why=f"{traced}: a codec package it used")
-        written = {root.resolve(path) for path in result.written}
+        written = {root.realpath(path) for path in result.written}
         for path in result.files:
             if path in planner.plan.entries:
                 continue
-            glob = planner.excluded_by(path, root.resolve(path))
+            glob = planner.excluded_by(path, root.realpath(path))
             if glob is not None:
                 log.info("%s: left out (--exclude %s)", path, glob)
                 continue
-            changed = root.resolve(path) in written and _changed_since(root, path, started)
+            changed = root.realpath(path) in written and _changed_since(root, path, started)
             if changed or path in options.plan.ephemeral:
                 # Output of the traced run (a pid file, a log) or the build container's own
                 # files, not input the program needs.
@@ -734,12 +734,12 @@ def _distroless_tree(
 
 def _link_free(root: FsRoot, path: str) -> str:
     """PATH with the links of its folders resolved (its own name kept)."""
-    return posixpath.join(root.resolve(posixpath.dirname(path)), posixpath.basename(path))
+    return posixpath.join(root.realpath(posixpath.dirname(path)), posixpath.basename(path))
 
 
 def _file_behind(plan: Plan, root: FsRoot, path: str) -> Entry | None:
     """The regular file of the plan that PATH names, links followed."""
-    entry = plan.entries.get(path) or plan.entries.get(root.resolve(path))
+    entry = plan.entries.get(path) or plan.entries.get(root.realpath(path))
     for _ in range(40):
         if entry is None or entry.type == FILE:
             return entry
@@ -747,7 +747,7 @@ def _file_behind(plan: Plan, root: FsRoot, path: str) -> Entry | None:
             entry = plan.entries.get(entry.target)
         elif entry.type == SYMLINK and entry.target is not None:
             target = posixpath.normpath(posixpath.join(posixpath.dirname(entry.path), entry.target))
-            entry = plan.entries.get(target) or plan.entries.get(root.resolve(target))
+            entry = plan.entries.get(target) or plan.entries.get(root.realpath(target))
         else:
             return None
     return None
@@ -773,7 +773,7 @@ def _distroless_paths(
     def in_base(path: str) -> bool:
         name = posixpath.basename(path)
         return (
-            path in shipped_paths or root.resolve(path) in shipped_paths or name in shipped_sonames
+            path in shipped_paths or root.realpath(path) in shipped_paths or name in shipped_sonames
         )
 
     return [path for path in wanted if not in_base(path)]

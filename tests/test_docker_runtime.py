@@ -590,7 +590,7 @@ def distroless_stand_in(root: Path, dest: Path) -> Path:
         if path in ("", "/."):
             continue
         # The folder's links resolved inside the root (never through this machine's own).
-        inside = posixpath.join(tree.resolve(posixpath.dirname(path)), posixpath.basename(path))
+        inside = posixpath.join(tree.realpath(posixpath.dirname(path)), posixpath.basename(path))
         source = root / inside.lstrip("/")
         target = dest / inside.lstrip("/")
         if source.is_symlink():

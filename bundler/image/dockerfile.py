@@ -118,5 +118,5 @@ def shipped_by_base(
             sonames.update(DISTROLESS_SONAMES.get(package, ()))
         for path in listed:
             paths.add(path)
-            paths.add(root.resolve(path))
+            paths.add(root.realpath(path))
     return paths, sonames

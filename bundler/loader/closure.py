@@ -140,7 +140,7 @@ def _prime(resolver: Resolver, paths: list[str], workers: int) -> None:
     jobs = []
     for path in paths:
         try:
-            jobs.append(root.resolve(path))
+            jobs.append(root.realpath(path))
         except ScratchpackError:
             continue  # reported when the program itself is resolved
     hosts = [root.host_path(p) for p in jobs]

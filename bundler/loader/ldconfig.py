@@ -152,7 +152,7 @@ class _ConfReader:
 
     def parse(self, path: str) -> None:
         try:
-            key = self.root.resolve(path)
+            key = self.root.realpath(path)
         except SymlinkLoop:
             log.warning("%s: too many levels of symbolic links, ignored", path)
             return
@@ -203,7 +203,7 @@ class _ConfReader:
             return
         directory = _normalise(directory)
         try:
-            key = self.root.resolve(directory)
+            key = self.root.realpath(directory)
         except SymlinkLoop:
             key = None
         if key is None or not self.root.is_dir(directory):

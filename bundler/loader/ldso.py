@@ -233,7 +233,7 @@ class LoaderFactory:
 
     def _release_of_file_name(self, interpreter: str) -> tuple[int, int] | None:
         try:
-            name = posixpath.basename(self.root.resolve(interpreter))
+            name = posixpath.basename(self.root.realpath(interpreter))
         except ScratchpackError:
             return None
         match = _LOADER_FILE.match(name)

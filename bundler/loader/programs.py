@@ -69,7 +69,7 @@ def _check_program(root: FsRoot, spec: str, image: str) -> None:
     try:
         # FsRoot.stat answers None for a loop (as for a missing file), so ask resolve, which
         # raises: the user is told about the loop, not "no such file".
-        root.resolve(image)
+        root.realpath(image)
         st = root.stat(image)
     except SymlinkLoop:
         raise UsageError(f"{spec}: too many levels of symbolic links") from None

@@ -99,7 +99,7 @@ class Resolver:
 
     def elf(self, image_path: str) -> ElfInfo:
         """ELF facts of the file an image path names (links followed inside the root)."""
-        resolved = self.root.resolve(image_path)
+        resolved = self.root.realpath(image_path)
         found = self._elf.get(resolved)
         if found is None:
             try:
@@ -181,7 +181,7 @@ class Resolver:
         if interpreter is None:
             return Closure(program, info, None, None, ())
         loader = self.loaders.get(interpreter, info.ident)
-        main = _Object(program, info, None, posixpath.dirname(self.root.resolve(program)))
+        main = _Object(program, info, None, posixpath.dirname(self.root.realpath(program)))
         return _Walk(self, loader, main).run()
 
     # -- searching ---------------------------------------------------------------------------
@@ -389,7 +389,7 @@ class _Walk:
 
     def _identity(self, path: str) -> str:
         st = self.root.stat(path)
-        return f"{st.st_dev}:{st.st_ino}" if st is not None else self.root.resolve(path)
+        return f"{st.st_dev}:{st.st_ino}" if st is not None else self.root.realpath(path)
 
     def run(self) -> Closure:
         """DT_NEEDED breadth first; then, object by object, what each one dlopen()s, whose own

@@ -57,7 +57,7 @@ class FsRoot:
         self.top = real_top
         self.is_host = real_top == "/"
         # Bound per instance so two roots never share answers.
-        self.resolve = lru_cache(maxsize=65536)(self._resolve)  # type: ignore[method-assign]
+        self.realpath = lru_cache(maxsize=65536)(self._realpath)  # type: ignore[method-assign]
         self._lstat = lru_cache(maxsize=65536)(self._lstat_uncached)
 
     def __repr__(self) -> str:
@@ -105,10 +105,10 @@ class FsRoot:
             return [c for c in candidates if self.lstat(c) is not None]
         return [c for c in candidates if self.is_dir(c)]
 
-    def resolve(self, image_path: str) -> str:  # replaced per instance by a cached bound method
+    def realpath(self, image_path: str) -> str:  # replaced per instance by a cached bound method
         raise NotImplementedError
 
-    def _resolve(self, image_path: str) -> str:
+    def _realpath(self, image_path: str) -> str:
         """The image path with every symbolic link followed, as chroot would.
 
         Components that do not exist are kept as they are (like ``realpath -m``), so callers
@@ -160,12 +160,12 @@ class FsRoot:
     def lstat(self, image_path: str) -> os.stat_result | None:
         """lstat of the path itself (its parents resolved), or None when it does not exist."""
         parent, name = posixpath.split(posixpath.normpath("/" + image_path))
-        return self._lstat(posixpath.join(self.resolve(parent), name))
+        return self._lstat(posixpath.join(self.realpath(parent), name))
 
     def stat(self, image_path: str) -> os.stat_result | None:
         """stat following links inside the root, or None when the path does not exist."""
         try:
-            resolved = self.resolve(image_path)
+            resolved = self.realpath(image_path)
         except SymlinkLoop:
             return None
         return self._lstat(resolved)
@@ -180,7 +180,7 @@ class FsRoot:
 
     def real_host_path(self, image_path: str) -> str:
         """The host path of the file an image path finally names."""
-        return self.host_path(self.resolve(image_path))
+        return self.host_path(self.realpath(image_path))
 
     def read_bytes(self, image_path: str) -> bytes:
         """The content of a regular file. Anything else raises OSError without being opened:

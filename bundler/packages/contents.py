@@ -205,7 +205,7 @@ def _is_file(entry: Entry) -> bool:
 
 
 def _planned_file(plan: Plan, database: Database, path: str) -> bool:
-    return database.root.is_file(path) and database.root.resolve(path) in plan.entries
+    return database.root.is_file(path) and database.root.realpath(path) in plan.entries
 
 
 def _packed_file(

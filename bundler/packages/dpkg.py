@@ -168,7 +168,7 @@ class Database:
         resolved = self._parents.get(parent)
         if resolved is None:
             try:
-                resolved = self._parents[parent] = self.root.resolve(parent)
+                resolved = self._parents[parent] = self.root.realpath(parent)
             except SymlinkLoop:
                 return image_path
         return posixpath.join(resolved, name)

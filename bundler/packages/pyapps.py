@@ -228,7 +228,7 @@ def _debian_modules(
         files: list[str] = []
         for listed in database.listed(package):
             try:
-                real = root.resolve(listed)
+                real = root.realpath(listed)
             except SymlinkLoop:
                 continue
             if not real.startswith(site + "/") or not root.is_file(real):
@@ -277,7 +277,7 @@ def _readlink(root: FsRoot, path: str) -> str | None:
     if st is None or not stat.S_ISLNK(st.st_mode):
         return None
     try:
-        parent = root.resolve(posixpath.dirname(path))
+        parent = root.realpath(posixpath.dirname(path))
     except SymlinkLoop:
         return None
     return os.readlink(root.host_path(posixpath.join(parent, posixpath.basename(path))))

@@ -110,7 +110,7 @@ def venv_of(root: FsRoot, program: str) -> Venv | None:
             site = posixpath.join(folder, name, "site-packages")
             if re.fullmatch(r"python\d+\.\d+", name) and root.is_dir(site):
                 version = version or name[len("python") :]
-                real = root.resolve(site)
+                real = root.realpath(site)
                 if real not in sites:
                     sites.append(real)
     return Venv(

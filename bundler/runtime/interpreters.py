@@ -117,7 +117,7 @@ def _language_of(root: FsRoot, program: str) -> tuple[Language, str] | None:
     (``python3`` -> ``python3.11``, which tells the version)."""
     names = [posixpath.basename(program)]
     with contextlib.suppress(SymlinkLoop):
-        names.append(posixpath.basename(root.resolve(program)))
+        names.append(posixpath.basename(root.realpath(program)))
     for language in LANGUAGES:
         versions = [m.group(1) or "" for m in map(language.program.fullmatch, names) if m]
         if versions:
@@ -130,7 +130,7 @@ def _module_folders(root: FsRoot, language: Language, version: str) -> list[str]
     for pattern in language.module_dirs:
         matches = root.glob(pattern.format(version=version or "*"))
         for path in (match for match in matches if root.is_dir(match)):
-            real = root.resolve(path)
+            real = root.realpath(path)
             if real not in folders:
                 folders.append(real)
     return folders

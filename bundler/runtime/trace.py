@@ -687,7 +687,7 @@ class _Collector:
         if _special(path):
             return None
         try:
-            resolved = self.root.resolve(path)
+            resolved = self.root.realpath(path)
         except SymlinkLoop:
             return None
         if _special(resolved) or self.root.lies_in(resolved, self.exclude):
@@ -724,8 +724,8 @@ def _clean(root: FsRoot, path: str) -> str | None:
         return "/" + "/".join(parts)
     try:
         if parts[-1] == "..":
-            return root.resolve("/" + "/".join(parts))
-        return posixpath.join(root.resolve("/" + "/".join(parts[:-1])), parts[-1])
+            return root.realpath("/" + "/".join(parts))
+        return posixpath.join(root.realpath("/" + "/".join(parts[:-1])), parts[-1])
     except SymlinkLoop:
         return None
 

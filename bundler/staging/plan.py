@@ -239,7 +239,7 @@ class Planner:
             return
         directory, base = posixpath.split(path)
         # Entries live at link-free paths: /lib/x86_64-linux-gnu/... is /usr/lib/... here.
-        alias = posixpath.join(self.root.resolve(directory), name)
+        alias = posixpath.join(self.root.realpath(directory), name)
         if base != name and alias not in self.plan.entries and self.root.lstat(alias) is None:
             self._put(Entry(alias, SYMLINK, 0o777, LINK, target=base))
 
@@ -321,7 +321,7 @@ class Planner:
             elves.append(item)
         if not stat.S_ISDIR(item_st.st_mode):
             return
-        folder = self.root.resolve(target)
+        folder = self.root.realpath(target)
         if folder in walked:
             return
         walked.add(folder)
@@ -331,7 +331,7 @@ class Planner:
     def _followed_link(self, link: str, named: bool) -> str | None:
         """What a link under --extra names (a resolved image path), or None when only the link
         itself is packed: a link that leaves the root, a loop, a missing target."""
-        parent = self.root.resolve(posixpath.dirname(link))
+        parent = self.root.realpath(posixpath.dirname(link))
         text = os.readlink(self.root.host_path(posixpath.join(parent, posixpath.basename(link))))
         if not self.root.is_host and _climbs_above_top(parent, text):
             log.warning(
@@ -342,7 +342,7 @@ class Planner:
             self._put_link_only(link)
             return None
         try:
-            target = self.root.resolve(link)
+            target = self.root.realpath(link)
         except SymlinkLoop:
             log.warning("%s: a loop of symbolic links; packed as a link, not followed", link)
             self._put_link_only(link)
@@ -389,7 +389,7 @@ class Planner:
         return None
 
     def _excluded(self, image_path: str) -> bool:
-        return self.root.lies_in(self.root.resolve(image_path), self.options.exclude)
+        return self.root.lies_in(self.root.realpath(image_path), self.options.exclude)
 
     def is_elf(self, image_path: str) -> bool:
         try:
@@ -445,7 +445,7 @@ class Planner:
         parent = posixpath.dirname(link)
         if parent != "/":
             self.add_path(parent, PARENT)
-        real = posixpath.join(self.root.resolve(parent), posixpath.basename(link))
+        real = posixpath.join(self.root.realpath(parent), posixpath.basename(link))
         st = self.root.lstat(real)
         if st is not None and stat.S_ISLNK(st.st_mode):
             self._put_link(real, st)
@@ -530,7 +530,7 @@ class Planner:
             existing = posixpath.dirname(existing)
         if existing != "/":
             self.add_path(existing, PARENT)
-        base = self.root.resolve(existing)
+        base = self.root.realpath(existing)
         real_parent = posixpath.join(base, posixpath.relpath(parent, existing))
         real_parent = posixpath.normpath(real_parent)
         self._ensure_dirs(real_parent)
