@@ -39,7 +39,7 @@ from bundler.packages.metadata import (
     sizes_by_package,
 )
 from bundler.packages.pyapps import add_python
-from bundler.runtime.interpreters import warn_interpreters
+from bundler.runtime.languages import warn_runtimes_without_modules
 from bundler.runtime.needs import Runtime, expand_groups, trace_user
 from bundler.runtime.python_codecs import codec_modules
 from bundler.staging.blobs import CompressionOptions, Compressor, compressor
@@ -230,7 +230,7 @@ def make_plan(resolver: Resolver, specs: Sequence[str], options: PackOptions) ->
     plan.programs.append(entrypoint)
     _check_entrypoint(resolver, entrypoint)
     if not options.trace.runs:
-        warn_interpreters(resolver.root, binaries, plan.entries)
+        warn_runtimes_without_modules(resolver.root, binaries, plan.entries)
     if _needs_ld_so_cache(binaries) and resolver.root.is_file(LD_SO_CACHE):
         log.info("%s goes in: some libraries are found only through it", LD_SO_CACHE)
         with planner.because("some libraries are found only through ld.so.cache"):

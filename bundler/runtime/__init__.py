@@ -2,6 +2,6 @@
 
 - ``needs``: ``--with`` groups (NSS, certificates, zoneinfo, gconv ...), ``--user``, ``--mkdir``;
 - ``trace``: trace mode, a real run under strace and every file it touched;
-- ``interpreters``: language runtimes packed without their modules, told in one line;
+- ``languages``: language runtimes packed without their modules, told in one line;
 - ``python_codecs``: the codecs Python looks up by name at run time.
 """

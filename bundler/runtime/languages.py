@@ -1,4 +1,4 @@
-"""Interpreters packed without their modules: say so, in one line, with what to add.
+"""Language runtimes (Python, Perl, Node) packed without their modules: say so, in one line.
 
 An interpreter's ELF closure is enough to answer ``--version`` and little else: Python cannot
 import ``encodings`` (it stops before its first line), Perl cannot ``use POSIX``, Debian's
@@ -72,7 +72,7 @@ class Unpacked:
     size: int  # bytes of regular files below the folders
 
 
-def interpreters_without_modules(
+def runtimes_without_modules(
     root: FsRoot, binaries: Iterable[Binary], planned: Collection[str]
 ) -> list[Unpacked]:
     """Each packed interpreter none of whose module folders has a file among the planned paths."""
@@ -94,9 +94,11 @@ def interpreters_without_modules(
     return found
 
 
-def warn_interpreters(root: FsRoot, binaries: Iterable[Binary], planned: Collection[str]) -> None:
+def warn_runtimes_without_modules(
+    root: FsRoot, binaries: Iterable[Binary], planned: Collection[str]
+) -> None:
     """Warn for each interpreter none of whose modules is among ``planned`` (image paths)."""
-    for item in interpreters_without_modules(root, binaries, planned):
+    for item in runtimes_without_modules(root, binaries, planned):
         count = len(item.folders)
         where = item.folders[0] if count == 1 else f"{count} folders, -v lists them"
         log.warning(

@@ -10,7 +10,7 @@ from fakeroot import host_has_glibc_x86_64, make_root, run
 
 from bundler.loader.closure import Binary
 from bundler.loader.rootfs import FsRoot
-from bundler.runtime.interpreters import interpreters_without_modules
+from bundler.runtime.languages import runtimes_without_modules
 from bundler.staging.plan import Plan
 
 pytestmark = pytest.mark.skipif(not host_has_glibc_x86_64(), reason="needs an x86-64 glibc host")
@@ -43,7 +43,7 @@ def _binary(path: str) -> Binary:
 
 def test_each_language_is_found_with_its_own_folders(tmp_path: Path) -> None:
     root = FsRoot(str(_root(tmp_path)))
-    found = interpreters_without_modules(
+    found = runtimes_without_modules(
         root,
         [_binary(f"/usr/bin/{name}") for name in ("python3", "perl", "node", "tool")],
         Plan().entries,
