@@ -11,12 +11,11 @@ import logging
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
 from bundler.errors import BadElf, ScratchpackError
 from bundler.loader.elf import ElfInfo, read_elf
-from bundler.loader.ldso import GLIBC
+from bundler.loader.ldso import GLIBC, Flavor, NamedEnum
 from bundler.loader.programs import (
     MAX_SCRIPT_DEPTH,
     Script,
@@ -33,13 +32,6 @@ log = logging.getLogger(__name__)
 POOL_THRESHOLD = 200
 
 
-class NamedEnum(str, Enum):
-    """An enum whose members are their values wherever text is made (--json, logs)."""
-
-    def __str__(self) -> str:
-        return str(self.value)
-
-
 class BinaryKind(NamedEnum):
     DYNAMIC = "dynamic"  # has a PT_INTERP: the loader maps its libraries
     STATIC = "static"
@@ -53,7 +45,7 @@ class Binary:
     path: str
     kind: BinaryKind
     interpreter: str | None  # PT_INTERP, or the #! program of a script; None for libraries
-    flavor: str | None  # GLIBC or MUSL (loader.ldso); None for static programs and scripts
+    flavor: Flavor | None  # None for static programs and scripts
     libraries: tuple[Library, ...]
     default_dirs: tuple[str, ...] = ()  # the loader's directories when there is no ld.so.cache
     version_misses: tuple[VersionMiss, ...] = ()  # symbol versions the loader would not find

@@ -19,6 +19,7 @@ import logging
 import posixpath
 import re
 from dataclasses import dataclass, field, replace
+from enum import Enum
 from functools import cache, cached_property
 
 from bundler.errors import ScratchpackError
@@ -46,7 +47,23 @@ from bundler.loader.rootfs import FsRoot
 
 log = logging.getLogger(__name__)
 
-GLIBC, MUSL = "glibc", "musl"
+
+
+class NamedEnum(str, Enum):
+    """An enum whose members are their values wherever text is made (--json, logs)."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class Flavor(NamedEnum):
+    """Whose dynamic loader a program gets."""
+
+    GLIBC = "glibc"
+    MUSL = "musl"
+
+
+GLIBC, MUSL = Flavor.GLIBC, Flavor.MUSL
 
 # The loader each glibc port installs, keyed by (e_machine, ELF class).
 GLIBC_INTERPRETERS: dict[tuple[int, int], str] = {
@@ -99,7 +116,7 @@ class SearchSettings:
 class Loader:
     """One dynamic loader of the root, with the facts that steer its search."""
 
-    flavor: str  # GLIBC or MUSL
+    flavor: Flavor
     interpreter: str  # image path, as PT_INTERP spells it
     machine: int
     elf_class: int
@@ -121,7 +138,7 @@ class Loader:
         return self.flavor == MUSL
 
 
-def flavor_of(interpreter: str) -> str:
+def flavor_of(interpreter: str) -> Flavor:
     return MUSL if posixpath.basename(interpreter).startswith("ld-musl-") else GLIBC
 
 

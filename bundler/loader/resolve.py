@@ -16,7 +16,13 @@ from dataclasses import dataclass
 from bundler.errors import BadElf, ScratchpackError
 from bundler.loader.elf import ET_DYN, ET_EXEC, ElfInfo, RawHeader, is_elf, peek_header, read_elf
 from bundler.loader.ldconfig import LdSoConf, read_ld_so_conf
-from bundler.loader.ldso import Loader, LoaderFactory, SearchSettings, implied_interpreter
+from bundler.loader.ldso import (
+    Flavor,
+    Loader,
+    LoaderFactory,
+    SearchSettings,
+    implied_interpreter,
+)
 from bundler.loader.rootfs import FsRoot, SymlinkLoop
 
 log = logging.getLogger(__name__)
@@ -51,7 +57,7 @@ class Closure:
     program: str  # image path
     info: ElfInfo
     interpreter: str | None
-    flavor: str | None  # GLIBC or MUSL (loader.ldso), or None for static programs
+    flavor: Flavor | None  # None for static programs
     libraries: tuple[Library, ...]
     default_dirs: tuple[str, ...] = ()  # where this loader looks without any configuration
 

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from bundler.errors import IncompleteClosure, ScratchpackError, UsageError
-from bundler.loader.closure import Binary, NamedEnum
+from bundler.loader.closure import Binary
+from bundler.loader.ldso import NamedEnum
 from bundler.loader.rootfs import MAX_SYMLINKS, FsRoot, SymlinkLoop
 
 log = logging.getLogger(__name__)
