@@ -2,6 +2,6 @@
 
 - ``needs``: ``--with`` groups (NSS, certificates, zoneinfo, gconv ...), ``--user``, ``--mkdir``;
 - ``trace``: trace mode, a real run under strace and every file it touched;
-- ``languages``: language runtimes packed without their modules, told in one line;
+- ``languages``: language runtimes (Python, Perl, Node) packed without their modules, told;
 - ``python_codecs``: the codecs Python looks up by name at run time.
 """
