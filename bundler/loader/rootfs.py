@@ -76,6 +76,12 @@ class FsRoot:
         tops = (folder.rstrip("/") for folder in host_folders)
         return any(host == top or host.startswith(top + "/") for top in tops)
 
+    def readlink(self, image_path: str) -> str:
+        """The text of the link at ``image_path``, its folders' links followed as chroot would
+        (OSError when it is not a link, SymlinkLoop for a loop above it)."""
+        parent = self.realpath(posixpath.dirname(image_path))
+        return os.readlink(self.host_path(posixpath.join(parent, posixpath.basename(image_path))))
+
     def glob(self, pattern: str) -> list[str]:
         """glob(3) with flags 0 over the root, for an absolute pattern: existing paths only
         (links not followed at the end), sorted bytewise (C collation); a leading '.' is

@@ -7,7 +7,6 @@ See ``bundler.packages.pydist`` for what a distribution is and what is left out.
 from __future__ import annotations
 
 import logging
-import os
 import posixpath
 import re
 import stat
@@ -277,10 +276,9 @@ def _readlink(root: FsRoot, path: str) -> str | None:
     if st is None or not stat.S_ISLNK(st.st_mode):
         return None
     try:
-        parent = root.realpath(posixpath.dirname(path))
+        return root.readlink(path)
     except SymlinkLoop:
         return None
-    return os.readlink(root.host_path(posixpath.join(parent, posixpath.basename(path))))
 
 
 def _size(root: FsRoot, path: str) -> int:

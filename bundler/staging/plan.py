@@ -333,7 +333,7 @@ class Planner:
         """What a link under --extra names (a resolved image path), or None when only the link
         itself is packed: a link that leaves the root, a loop, a missing target."""
         parent = self.root.realpath(posixpath.dirname(link))
-        text = os.readlink(self.root.host_path(posixpath.join(parent, posixpath.basename(link))))
+        text = self.root.readlink(link)
         if not self.root.is_host and _climbs_above_top(parent, text):
             log.warning(
                 "%s: a link to %s, which leaves the root; packed as a link, not followed",
