@@ -21,7 +21,6 @@ import click
 from bundler import __version__
 from bundler.errors import Interrupted, ScratchpackError, UsageError
 from bundler.image.dockerfile import ImageConfig, parse_pairs
-from bundler.image.engine import build_image, check_tag, connect, verify_image
 from bundler.image.spec import DEFAULT_MAX_LAYERS
 from bundler.loader import hwcaps
 from bundler.loader.closure import Binary, collect, file_list, to_json
@@ -403,7 +402,9 @@ class SectionedCommand(click.Command):
 @click.option(
     "--no-cache",
     is_flag=True,
-    help="Neither read nor fill the layer cache (an --oci layout still reuses its own blobs).",
+    help="Neither read nor fill the layer cache, nor the memos of what earlier packs read and "
+    "wrote: every file is read and every output written (an --oci layout still reuses its own "
+    "blobs).",
 )
 @click.option(
     "--clear-cache",
@@ -411,7 +412,7 @@ class SectionedCommand(click.Command):
     is_eager=True,
     expose_value=False,
     callback=lambda ctx, _param, value: _clear_cache(ctx, value),
-    help="Empty the layer cache, say how much it freed, and exit.",
+    help="Empty the layer cache and the memos, say how much it freed, and exit.",
 )
 @click.option(
     "--dlopen",
@@ -460,6 +461,8 @@ def command(**opts: Any) -> None:
     if opts["trace_user"] and not (opts["trace"] or opts["trace_cmd"]):
         raise UsageError("--trace-user needs --trace or --trace-cmd")
     if opts["build_tag"]:
+        from bundler.image.engine import check_tag
+
         check_tag(opts["build_tag"])
     _split_args(opts["verify"], "--verify")
     _pack(opts, resolver, search_path)
@@ -698,6 +701,8 @@ def _build(
     context: Path,
     platform: str | None,
 ) -> None:
+    from bundler.image.engine import build_image, connect, verify_image
+
     client = connect()
     image = build_image(client, context, tag, platform=platform)
     click.echo(f"{image.id} {tag} {_size(image.size)}")

@@ -11,13 +11,13 @@ import logging
 import os
 import posixpath
 import shlex
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
+from bundler import __version__
 from bundler.errors import ScratchpackError, UsageError
 from bundler.image.build import image_platform, image_spec
 from bundler.image.dockerfile import ImageConfig, render_distroless, render_scratch, shipped_by_base
@@ -42,7 +42,17 @@ from bundler.packages.pyapps import add_python
 from bundler.runtime.languages import warn_runtimes_without_modules
 from bundler.runtime.needs import Runtime, expand_groups, trace_user
 from bundler.runtime.python_codecs import codec_modules
-from bundler.staging.blobs import CompressionOptions, Compressor, compressor
+from bundler.staging.blobs import (
+    DIGESTS,
+    CompressionOptions,
+    Compressor,
+    cache_path,
+    compressor,
+    output_records,
+)
+from bundler.staging.blobs import DPKG as DPKG_MEMO
+from bundler.staging.blobs import RECIPE as COMPRESSION
+from bundler.staging.digests import DigestMemo
 from bundler.staging.output import OutputDir
 from bundler.staging.plan import (
     DIR,
@@ -58,7 +68,7 @@ from bundler.staging.plan import (
 )
 from bundler.staging.pycache import hash_pycs
 from bundler.staging.secrets import refuse_secrets
-from bundler.staging.tree import build_tree, write_tarball
+from bundler.staging.tree import build_tree, tar_recipe, tree_recipe, write_tarball
 
 if TYPE_CHECKING:
     from bundler.image.registry import CredentialStore, PushResult, TlsSettings
@@ -186,6 +196,8 @@ class Planned:
     plan: Plan
     binaries: list[Binary]
     database: Database | None
+    # The digests this pack took, and those earlier ones took (saved once the pack is done).
+    memo: DigestMemo = field(default_factory=DigestMemo, compare=False)
 
 
 def make_plan(resolver: Resolver, specs: Sequence[str], options: PackOptions) -> Planned:
@@ -204,7 +216,7 @@ def make_plan(resolver: Resolver, specs: Sequence[str], options: PackOptions) ->
     extra_elves = planner.add_extras(options.plan.extras)
     extra_elves += _add_runtime(planner, resolver, binaries, options)
     extra_elves += _add_traced(planner, resolver, entrypoint, binaries, options)
-    database = open_database(resolver.root)
+    database = open_database(resolver.root, cache_path(options.compression, DPKG_MEMO))
     python = add_python(planner, binaries, specs, bool(options.trace.runs), database)
     extra_elves += python.elves
     if extra_elves:
@@ -240,8 +252,9 @@ def make_plan(resolver: Resolver, specs: Sequence[str], options: PackOptions) ->
     if ld_path and any(via.endswith("LD_LIBRARY_PATH") for via in vias):
         plan.env["LD_LIBRARY_PATH"] = ld_path
     # Every file of the complete plan, whatever brought it, before anything is written.
-    refuse_secrets(plan, options.allow_secrets)
-    return Planned(plan, binaries, database)
+    memo = DigestMemo(cache_path(options.compression, DIGESTS))
+    refuse_secrets(plan, options.allow_secrets, memo)
+    return Planned(plan, binaries, database, memo)
 
 
 def _add_package_metadata(planner: Planner, database: Database | None) -> None:
@@ -486,7 +499,7 @@ def write_outputs(
     registry: RegistryAccess | None = None,
 ) -> Packed:
     """Every output asked for; ``registry`` (credentials, TLS, progress lines) for --push."""
-    with compressor(options.compression) as packer:
+    with compressor(options.compression, planned.memo) as packer:
         return _write_outputs(planned, options, resolver, packer, progress, registry)
 
 
@@ -510,24 +523,31 @@ def _write_outputs(
     name = options.layered_image.tag or posixpath.basename(plan.programs[0])
     # Who owns each packed file: asked once, for the SBOMs and for the size report.
     owners = packed_owners(plan, database) if database is not None else {}
-    sboms = {}
+    sboms = None
     if options.package_metadata:
-        sboms = _sboms(build_contents(plan, database, owners, name, options.epoch))
+        contents = build_contents(plan, database, owners, name, options.epoch, packer.memo)
+        sboms = SbomDocuments(contents, packer.memo)
     image = None
     if options.layered:
         image = _write_image(planned, options, resolver, config, name, sboms, registry, packer)
     sizes = tuple(sizes_by_package(plan, _with_distributions(plan, owners)))
     if options.output is None:
         return Packed(plan, binaries, outputs, distroless_paths, image, sizes)
-    with OutputDir(options.output).locked() as out, out.transaction() as txn:
+    # What the tree and the tarball are made from, one digest (known files are not read).
+    recipe = tar_recipe(entries, options.epoch, packer.memo)
+    records = output_records(options.compression)
+    with OutputDir(options.output, records).locked() as out, out.transaction() as txn:
         outputs[ROOTFS] = txn.write_tree(
-            ROOTFS, lambda top: build_tree(entries, top, options.epoch, progress)
+            ROOTFS,
+            lambda top: build_tree(entries, top, options.epoch, progress),
+            tree_recipe(recipe) if recipe is not None else None,
         )
         outputs[TARBALL] = txn.write_file(
             TARBALL,
             lambda handle: write_tarball(
-                entries, handle, options.epoch, progress, packer, Path(handle.name)
+                entries, handle, options.epoch, progress, packer, Path(handle.name), recipe
             ),
+            recipe=f"{recipe.key} {COMPRESSION}" if recipe is not None else None,
         )
         outputs[DOCKERFILE] = txn.write_text(DOCKERFILE, render_scratch(config, TARBALL))
         if options.distroless:
@@ -545,8 +565,12 @@ def _write_outputs(
             out.remove(DISTROLESS)
             out.remove(DISTROLESS_TREE)
         for sbom_name in (SPDX_FILE, CYCLONEDX_FILE):
-            if sbom_name in sboms:
-                outputs[sbom_name] = txn.write_text(sbom_name, sboms[sbom_name].decode())
+            if sboms is not None:
+                outputs[sbom_name] = txn.write_file(
+                    sbom_name,
+                    functools.partial(sboms.write, sbom_name),
+                    recipe=sboms.recipe,
+                )
             else:
                 out.remove(sbom_name)  # ours, from an earlier run with package metadata
     return Packed(plan, binaries, outputs, distroless_paths, image, sizes)
@@ -578,14 +602,41 @@ def _with_distributions(plan: Plan, owners: dict[str, str]) -> dict[str, str]:
     return grouped
 
 
-def _sboms(contents: Contents) -> dict[str, bytes]:
-    """The SPDX and CycloneDX documents of the image: its packages and every file."""
-    from bundler.packages.sbom import cyclonedx_document, document_bytes, spdx_document
+class SbomDocuments:
+    """The SPDX and CycloneDX documents of the image (its packages and every file), made when
+    first asked for: an unchanged repack needs only their recipe, and the digests an earlier
+    pack made of them (MEMO)."""
 
-    return {
-        SPDX_FILE: document_bytes(spdx_document(contents)),
-        CYCLONEDX_FILE: document_bytes(cyclonedx_document(contents)),
-    }
+    def __init__(self, contents: Contents, memo: DigestMemo) -> None:
+        self.contents = contents
+        self.memo = memo
+        # The documents are a function of the contents (frozen dataclasses of strings,
+        # numbers and tuples, whose repr says all they hold) and of this version's code.
+        described = f"{__version__}\0{contents!r}".encode("utf-8", "surrogateescape")
+        self.recipe = "sbom " + hashlib.sha256(described).hexdigest()
+
+    @functools.cached_property
+    def documents(self) -> dict[str, bytes]:
+        from bundler.packages.sbom import cyclonedx_document, document_bytes, spdx_document
+
+        documents = {
+            SPDX_FILE: document_bytes(spdx_document(self.contents)),
+            CYCLONEDX_FILE: document_bytes(cyclonedx_document(self.contents)),
+        }
+        for name, data in documents.items():
+            digest = "sha256:" + hashlib.sha256(data).hexdigest()
+            self.memo.remember(f"{self.recipe} {name}", digest, len(data))
+        return documents
+
+    def known(self, name: str) -> tuple[str, int] | None:
+        """(digest, size) of document NAME, when a pack made it from the same recipe."""
+        return self.memo.made(f"{self.recipe} {name}")
+
+    def document(self, name: str) -> bytes:
+        return self.documents[name]
+
+    def write(self, name: str, handle: BinaryIO) -> None:
+        handle.write(self.documents[name])
 
 
 def _write_image(
@@ -594,7 +645,7 @@ def _write_image(
     resolver: Resolver,
     config: ImageConfig,
     name: str,
-    sboms: dict[str, bytes],
+    sboms: SbomDocuments | None,
     registry: RegistryAccess | None,
     packer: Compressor,
 ) -> WrittenImage:
@@ -621,12 +672,15 @@ def _write_image(
         digest = _into_layout(request.oci, spec, name, sboms, packer)
         log.info("%s: image %s (%s) in %s", name, digest, spec.platform, request.oci)
     if options.push:
+        import tempfile  # only a push without --oci needs it
+
         with tempfile.TemporaryDirectory(prefix="scratchpack-push-") as scratch:
             layout = request.oci or _made_layout(scratch, spec, name, sboms, packer)
             pushed = _push(layout, name, options, registry or RegistryAccess())
         digest = digest or pushed.digest
     if request.docker_archive:
-        write_docker_archive(request.docker_archive, spec, name, compressor=packer)
+        records = output_records(options.compression)
+        write_docker_archive(request.docker_archive, spec, name, compressor=packer, records=records)
         log.info("%s: written for docker load as %s", request.docker_archive, name)
     layers = tuple((layer.comment, len(layer.entries)) for layer in spec.layers)
     return WrittenImage(name, digest, str(spec.platform), layers, pushed)
@@ -644,20 +698,22 @@ class RegistryAccess:
 
 
 def _into_layout(
-    layout: str, spec: ImageSpec, name: str, sboms: dict[str, bytes], packer: Compressor
+    layout: str, spec: ImageSpec, name: str, sboms: SbomDocuments | None, packer: Compressor
 ) -> str:
     from bundler.image.oci import write_oci_layout
     from bundler.image.referrers import CYCLONEDX_JSON, SPDX_JSON, attach_artifact
 
     digest = write_oci_layout(layout, spec, name, compressor=packer)
-    for file_name, kind in ((SPDX_FILE, SPDX_JSON), (CYCLONEDX_FILE, CYCLONEDX_JSON)):
-        if file_name in sboms:
-            attach_artifact(layout, digest, kind, kind, sboms[file_name], title=file_name)
+    if sboms is not None:
+        for file_name, kind in ((SPDX_FILE, SPDX_JSON), (CYCLONEDX_FILE, CYCLONEDX_JSON)):
+            made = functools.partial(sboms.document, file_name)
+            known = sboms.known(file_name)
+            attach_artifact(layout, digest, kind, kind, made, title=file_name, known=known)
     return digest
 
 
 def _made_layout(
-    scratch: str, spec: ImageSpec, name: str, sboms: dict[str, bytes], packer: Compressor
+    scratch: str, spec: ImageSpec, name: str, sboms: SbomDocuments | None, packer: Compressor
 ) -> str:
     layout = os.path.join(scratch, "oci")
     _into_layout(layout, spec, name, sboms, packer)

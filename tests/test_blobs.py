@@ -233,11 +233,13 @@ def test_a_repack_takes_the_tarball_and_layers_from_the_cache(tmp_path: Path) ->
     assert entries  # the tarball and every layer
     before = (tmp_path / "out" / "rootfs.tar.gz").read_bytes()
     image = (tmp_path / "image.tar").read_bytes()
-    second = scratchpack(*args, *archive, cache=cache)
+    # Into new outputs (the same ones would be left as they are: nothing to write).
+    elsewhere = (PROGRAM, "-v", "-o", str(tmp_path / "out2"))
+    second = scratchpack(*elsewhere, "--docker-archive", str(tmp_path / "image2.tar"), cache=cache)
     hits = second.stderr.count("taken from the cache")
     assert hits == len(entries), second.stderr
-    assert (tmp_path / "out" / "rootfs.tar.gz").read_bytes() == before
-    assert (tmp_path / "image.tar").read_bytes() == image
+    assert (tmp_path / "out2" / "rootfs.tar.gz").read_bytes() == before
+    assert (tmp_path / "image2.tar").read_bytes() == image
     cleared = scratchpack("--clear-cache", cache=cache)
     assert "emptied" in cleared.stderr
     assert not (cache / "scratchpack" / "layers").exists()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import logging
 import os
 import tarfile
@@ -41,9 +42,10 @@ from bundler.image.oci import (
 )
 from bundler.image.references import REF_NAME, docker_reference, full_name
 from bundler.image.spec import ImageSpec, LayerSpec
+from bundler.staging.blobs import RECIPE as COMPRESSION
 from bundler.staging.blobs import Compressor
-from bundler.staging.output import sync_file
-from bundler.staging.tree import Progress
+from bundler.staging.output import OutputRecords, sync_file
+from bundler.staging.tree import Progress, tar_recipe
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,7 @@ BLOCK = tarfile.BLOCKSIZE
 # containerd's import takes an image's name from this annotation of index.json.
 CONTAINERD_NAME = "io.containerd.image.name"
 TEMP_MARK = ".scratchpack-tmp-"
+ARCHIVE_FORMAT = 1  # a change to what write_archive_stream writes bumps it
 
 
 class ArchiveError(ScratchpackError):
@@ -63,13 +66,19 @@ def write_docker_archive(
     repo_tag: str,
     progress: Progress | None = None,
     compressor: Compressor | None = None,
+    records: OutputRecords | None = None,
 ) -> str:
     """Write the archive to PATH, beside it first and renamed into place; the image id (the
-    config's digest, which ``docker load`` and ``docker images`` show)."""
+    config's digest, which ``docker load`` and ``docker images`` show). With RECORDS, an
+    archive this call would write byte for byte (its recipe and lstat as recorded) stays."""
     final = Path(path)
     docker_reference(repo_tag)  # a bad name is refused before any work
     if final.is_dir():
         raise ArchiveError(f"{final}: is a folder; --docker-archive names the file to write")
+    known = archive_recipe(image, repo_tag, compressor) if compressor and records else None
+    if known is not None and records is not None and records.made_from(final, known[0]):
+        log.info("%s: %s, image %s, as written before", final, repo_tag, known[1])
+        return known[1]
     _remove_dead_temps(final)
     temp = final.with_name(f".{final.name}{TEMP_MARK}{os.getpid()}")
     try:
@@ -86,7 +95,31 @@ def write_docker_archive(
     finally:
         temp.unlink(missing_ok=True)
     log.info("%s: %s, image %s", final, repo_tag, image_id)
+    if records is not None and compressor is not None:
+        known = archive_recipe(image, repo_tag, compressor)  # every diff_id is known now
+        records.record({final: known[0] if known is not None else None})
     return image_id
+
+
+def archive_recipe(
+    image: ImageSpec, repo_tag: str, compressor: Compressor
+) -> tuple[str, str] | None:
+    """All the bytes of the archive of IMAGE depend on, as one digest, and the image id:
+    each layer's diff_id (its blob is the compression of that tar, by COMPRESSOR's recipe),
+    the config made of them, the name, and this format. None while a layer's diff_id is not
+    known without reading it (``bundler.staging.digests``): the archive is then written."""
+    diff_ids = []
+    for layer in image.layers:
+        recipe = tar_recipe(layer.entries, image.epoch, compressor.memo)
+        made = compressor.memo.made(recipe.key) if recipe is not None else None
+        if made is None:
+            return None
+        diff_ids.append(made[0])
+    config = config_bytes(image, diff_ids)
+    parts = [f"docker-archive {ARCHIVE_FORMAT}", COMPRESSION, repo_tag, *diff_ids]
+    digest = hashlib.sha256("\n".join(parts).encode("utf-8", "surrogateescape"))
+    digest.update(config)
+    return digest.hexdigest(), descriptor_of(MEDIA_CONFIG, config).digest
 
 
 def write_archive_stream(

@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import re
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ from bundler.image.dockerfile import ImageConfig
 from bundler.image.references import REF_NAME, check_layout_name, ref_name
 from bundler.image.spec import ImageSpec, LayerSpec, Platform
 from bundler.staging.blobs import Blob, Compressor, file_digest
+from bundler.staging.digests import Recipe
 from bundler.staging.output import (
     open_lock,
     replace_file,
@@ -42,7 +44,8 @@ from bundler.staging.output import (
     sync_folder,
     taking_turns,
 )
-from bundler.staging.tree import Progress, rfc3339, write_tar
+from bundler.staging.plan import Entry
+from bundler.staging.tree import Progress, rfc3339, tar_recipe, write_tar
 
 log = logging.getLogger(__name__)
 
@@ -116,13 +119,16 @@ def write_layer(
     compressor: Compressor | None = None,
     reuse: Callable[[str], Blob | None] | None = None,
     source: Path | None = None,
+    recipe: Recipe | None = None,
 ) -> LayerBlob:
     """The layer's blob into ``handle`` (from its position on), or REUSE's blob of the same
     diff_id (nothing written): the tar is hashed first, compressed only when no blob of it is
     known (``bundler.staging.blobs``)."""
     write = functools.partial(write_tar, layer.entries, epoch=epoch)
     hashing = functools.partial(write_tar, layer.entries, epoch=epoch, progress=progress)
-    blob = (compressor or Compressor(None, 1, None)).make(write, handle, reuse, hashing, source)
+    packer = compressor or Compressor(None, 1, None)
+    recipe = recipe or tar_recipe(layer.entries, epoch, packer.memo)
+    blob = packer.make(write, handle, reuse, hashing, source, recipe)
     return LayerBlob(Descriptor(MEDIA_LAYER, blob.digest, blob.size), blob.diff_id)
 
 
@@ -352,10 +358,12 @@ class _BlobStore:
     ) -> Descriptor:
         """Every blob of IMAGE; the manifest's descriptor. KNOWN: blobs of the layout by
         diff_id, reused when they are whole."""
-        layers = [
-            self.add_layer(layer, image.epoch, progress, compressor, known or {})
-            for layer in image.layers
-        ]
+        packer = compressor or Compressor(None, 1, None)
+        each = _one_at_a_time(progress)
+        layers = packer.side_by_side(
+            lambda layer: self.add_layer(layer, image.epoch, each, packer, known or {}),
+            image.layers,
+        )
         config = self.add_bytes(MEDIA_CONFIG, config_bytes(image, [b.diff_id for b in layers]))
         return self.add_bytes(
             MEDIA_MANIFEST, manifest_bytes(config, [b.descriptor for b in layers])
@@ -383,12 +391,30 @@ class _BlobStore:
             path.unlink(missing_ok=True)  # we hold the lock: the new copy takes its place
             return None
 
+        packer = compressor or Compressor(None, 1, None)
+        recipe = tar_recipe(layer.entries, epoch, packer.memo)
+        made = packer.memo.made(recipe.key) if recipe is not None and known else None
+        reused = reuse(made[0]) if made is not None else None
+        if reused is not None:  # a tar made before, whose blob is here: nothing to write
+            return LayerBlob(Descriptor(MEDIA_LAYER, reused.digest, reused.size), reused.diff_id)
         with self._temp() as (temp, handle):
-            found = reuse if known else None  # a layout of no layers has nothing to reuse
-            blob = write_layer(layer, handle, epoch, progress, compressor, found, temp)
+            # A layout of no layers has nothing to reuse; a known tar was looked for above.
+            found = reuse if known and made is None else None
+            blob = write_layer(layer, handle, epoch, progress, packer, found, temp, recipe)
             if handle.tell():
                 self._place(temp, handle, blob.descriptor)
         return blob
+
+    def add_made(
+        self, media_type: str, made: Callable[[], bytes], known: tuple[str, int] | None
+    ) -> Descriptor:
+        """The blob MADE returns, of KNOWN (digest, size) when an earlier pack made it: a
+        blob of the layout with those is taken (once checked) without making it again."""
+        if known is not None:
+            descriptor = Descriptor(media_type, *known)
+            if file_digest(self.folder / descriptor.hex) == known:
+                return descriptor
+        return self.add_bytes(media_type, made())
 
     def add_bytes(self, media_type: str, data: bytes) -> Descriptor:
         descriptor = descriptor_of(media_type, data)
@@ -423,6 +449,19 @@ class _BlobStore:
         if self._renamed:
             sync_folder(self.folder)
             self._renamed = False
+
+
+def _one_at_a_time(progress: Progress | None) -> Progress | None:
+    """PROGRESS called from the threads of several layers, one call at a time."""
+    if progress is None:
+        return None
+    lock = threading.Lock()
+
+    def report(entry: Entry) -> None:
+        with lock:
+            progress(entry)
+
+    return report
 
 
 def _blob_error(folder: Path, exc: OSError) -> LayoutError:

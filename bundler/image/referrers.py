@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 from bundler.image.oci import (
@@ -44,19 +45,23 @@ def attach_artifact(
     subject_digest: str,
     artifact_type: str,
     media_type: str,
-    data: bytes,
+    data: bytes | Callable[[], bytes],
     annotations: dict[str, str] | None = None,
     *,
     title: str = "",
+    known: tuple[str, int] | None = None,
 ) -> str:
-    """Attach DATA (a blob of MEDIA_TYPE) to the manifest SUBJECT_DIGEST listed in the
-    layout's index, as an artifact of ARTIFACT_TYPE; the artifact manifest's digest. TITLE
-    names the blob for ``oras pull`` (which writes no file for a blob without one)."""
+    """Attach DATA (a blob of MEDIA_TYPE, or what a call makes) to the manifest SUBJECT_DIGEST
+    listed in the layout's index, as an artifact of ARTIFACT_TYPE; the artifact manifest's
+    digest. TITLE names the blob for ``oras pull`` (which writes no file for a blob without
+    one). KNOWN, DATA's (digest, size) from an earlier pack: a blob the layout holds already
+    is not made again."""
     with layout_writer(layout_dir, create=False) as layout:
         before = layout.manifests()
         listed = listed_manifests(layout.top, before)
         subject = _subject(layout.top, [m for m, _name in listed], subject_digest)
-        blob = layout.blobs.add_bytes(media_type, data)
+        made = data if callable(data) else lambda: data
+        blob = layout.blobs.add_made(media_type, made, known)
         layer = blob.to_json()
         if title:
             layer["annotations"] = {TITLE: title}

@@ -191,8 +191,7 @@ class FsRoot:
     def read_bytes(self, image_path: str) -> bytes:
         """The content of a regular file. Anything else raises OSError without being opened:
         a FIFO with no writer would block open() forever, and opening a device can act."""
-        host = self.real_host_path(image_path)
-        st = os.stat(host)
+        host, st = self._final(image_path)
         if not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):
             raise OSError(errno.EINVAL, "not a regular file", host)
         if st.st_size > MAX_READ_BYTES:
@@ -200,6 +199,23 @@ class FsRoot:
         with open(host, "rb") as handle:  # a directory raises IsADirectoryError here
             # Bounded too: the file may have grown since the stat.
             return handle.read(MAX_READ_BYTES)
+
+    def _final(self, image_path: str) -> tuple[str, os.stat_result]:
+        """The host path of the file IMAGE_PATH names, and its stat. Its folder is walked once
+        for all the files read in it (the dpkg lists, hundreds): only a name that is itself
+        a link takes a walk of its own."""
+        folder, _, name = ("/" + image_path.lstrip("/")).rpartition("/")
+        if name not in ("", ".", ".."):
+            resolved = self.realpath(folder or "/")
+            host = self.host_path(resolved.rstrip("/") + "/" + name)
+            try:
+                st = os.lstat(host)
+            except OSError:
+                st = None
+            if st is not None and not stat.S_ISLNK(st.st_mode):
+                return host, st
+        host = self.real_host_path(image_path)
+        return host, os.stat(host)
 
     def listdir(self, image_path: str) -> list[str]:
         """Names in a directory of the root; [] when it is absent or unreadable."""

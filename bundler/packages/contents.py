@@ -6,17 +6,24 @@ read it, never the root.
 
 from __future__ import annotations
 
+import contextlib
 import csv
-import hashlib
 import io
 import posixpath
 import re
 from dataclasses import dataclass
 
 from bundler.loader.rootfs import FsRoot
-from bundler.packages.dpkg import Database, Package
+from bundler.packages.dpkg import Database, Package, parse_stanzas
 from bundler.packages.licences import copyright_licences
+from bundler.staging.digests import DigestMemo, code_key, fact_key
 from bundler.staging.plan import FILE, HARDLINK, Entry, Plan
+
+# What a copyright file's remembered licences depend on besides its bytes: the code that reads
+# them (``bundler.packages.licences``, and the deb822 parser it uses).
+LICENCES_CODE = code_key(
+    copyright_licences.__code__.co_filename, parse_stanzas.__code__.co_filename
+)
 
 
 @dataclass(frozen=True)
@@ -111,12 +118,19 @@ def os_release(root: FsRoot) -> OsRelease | None:
 
 
 def build_contents(
-    plan: Plan, database: Database | None, owners: dict[str, str], name: str, epoch: int
+    plan: Plan,
+    database: Database | None,
+    owners: dict[str, str],
+    name: str,
+    epoch: int,
+    digests: DigestMemo | None = None,
 ) -> Contents:
-    """Every regular file of the plan with its digests and owner, and the owners' packages."""
+    """Every regular file of the plan with its digests (from DIGESTS when a pack hashed it
+    before) and owner, and the owners' packages."""
     python, files_by_dist = python_packages(plan)
+    digests = digests or DigestMemo()
     files = tuple(
-        _packed_file(plan, entry, owners, files_by_dist)
+        _packed_file(plan, entry, owners, files_by_dist, digests)
         for entry in plan.sorted_entries()
         if _is_file(entry)
     )
@@ -128,13 +142,32 @@ def build_contents(
         packed = copyright_path if _planned_file(plan, database, copyright_path) else None
         licences: tuple[str, ...] = ()
         if packed is not None:
-            text = database.root.read_bytes(copyright_path).decode("utf-8", "replace")
-            licences = copyright_licences(text)
+            licences = _licences(plan, database, copyright_path, digests)
         packages.append(PackedPackage(database.packages[package_name], licences, packed))
     root = database.root if database is not None else None
     secrets = tuple((s.path, s.note()) for s in plan.allowed_secrets)
     os = os_release(root) if root else None
     return Contents(name, tuple(packages), files, os, epoch, secrets, python)
+
+
+def _licences(
+    plan: Plan, database: Database, copyright_path: str, digests: DigestMemo
+) -> tuple[str, ...]:
+    """The licences a packed copyright file states: remembered by its bytes, or read."""
+    entry = plan.entries.get(database.root.realpath(copyright_path))
+    source = plan.content_of(entry).source if entry is not None else None
+    key = None
+    if source is not None:
+        with contextlib.suppress(OSError):
+            key = fact_key(LICENCES_CODE, digests.file(source).sha256)
+        known = digests.fact(key) if key is not None else None
+        if isinstance(known, list) and all(isinstance(item, str) for item in known):
+            return tuple(known)
+    text = database.root.read_bytes(copyright_path).decode("utf-8", "replace")
+    licences = copyright_licences(text)
+    if key is not None and source is not None:
+        digests.remember_fact(key, source, list(licences))
+    return licences
 
 
 def python_packages(plan: Plan) -> tuple[tuple[PythonPackage, ...], dict[str, str]]:
@@ -209,16 +242,19 @@ def _planned_file(plan: Plan, database: Database, path: str) -> bool:
 
 
 def _packed_file(
-    plan: Plan, entry: Entry, owners: dict[str, str], distributions: dict[str, str]
+    plan: Plan,
+    entry: Entry,
+    owners: dict[str, str],
+    distributions: dict[str, str],
+    digests: DigestMemo,
 ) -> PackedFile:
-    sha256, sha1 = hashlib.sha256(), hashlib.sha1(usedforsecurity=False)
-    plan.hash_content(entry, sha256, sha1)
+    digest = digests.entry(plan, entry)
     package = owners.get(entry.path)
     return PackedFile(
         entry.path,
         plan.content_of(entry).size,
-        sha256.hexdigest(),
-        sha1.hexdigest(),
+        digest.sha256,
+        digest.sha1,
         package,
         None if package is not None else distributions.get(entry.path),
     )

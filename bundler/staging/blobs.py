@@ -31,15 +31,17 @@ import os
 import shutil
 import signal
 import struct
+import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import BinaryIO, TypeVar, cast
 
 from bundler.errors import ScratchpackError
-from bundler.staging.output import STOPPING_SIGNALS
+from bundler.staging.digests import DigestMemo, Recipe
+from bundler.staging.output import STOPPING_SIGNALS, OutputRecords
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +53,16 @@ RECIPE = f"gzip{LEVEL}-chunk{CHUNK}-zlib{zlib.ZLIB_RUNTIME_VERSION}"
 # writes it with no name and time 0.
 GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 READ_SIZE = 1 << 20
-LAYERS = "layers"  # the cache's own sub-folder: all that --clear-cache removes
+LAYERS = "layers"  # the cache's own sub-folder (blobs and memos): all that --clear-cache removes
+DIGESTS = "digests.json"  # in LAYERS: what earlier packs hashed (``bundler.staging.digests``)
+OUTPUTS = "outputs.json"  # in LAYERS: what each output was made from (``OutputRecords``)
+DPKG = "dpkg"  # in LAYERS: each root's dpkg database as read (``bundler.packages.dpkg``)
 TEMP_PREFIX = ".tmp-"
 DEFAULT_CACHE_BYTES = 1 << 30
 
 TarWriter = Callable[[BinaryIO], None]
+Item = TypeVar("Item")
+Made = TypeVar("Made")
 
 
 class StreamChanged(ScratchpackError):
@@ -246,7 +253,8 @@ class LayerCache:
         final = self.folder / f"{blob.diff_id.partition(':')[2]}.{blob.digest.partition(':')[2]}"
         if final.exists():
             return
-        temp = self.folder / f"{TEMP_PREFIX}{os.getpid()}-{final.name}"
+        # A name of this thread's own: streams are compressed side by side.
+        temp = self.folder / f"{TEMP_PREFIX}{os.getpid()}-{threading.get_ident()}-{final.name}"
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             with open(source, "rb") as reader, open(temp, "wb") as writer:
@@ -293,8 +301,8 @@ class LayerCache:
             log.info("%s: evicted from the layer cache", path.name)
 
     def clear(self) -> int:
-        """Remove every entry; the bytes freed."""
-        freed = sum(p.stat().st_size for p in self.top.glob("*/*") if p.is_file())
+        """Remove every entry, and the memos beside them; the bytes freed."""
+        freed = sum(p.stat().st_size for p in self.top.rglob("*") if p.is_file())
         shutil.rmtree(self.top, ignore_errors=True)
         return freed
 
@@ -313,12 +321,18 @@ class Compressor:
     else compressed on the pool (and kept in the cache)."""
 
     def __init__(
-        self, pool: concurrent.futures.Executor | None, workers: int, cache: LayerCache | None
+        self,
+        pool: concurrent.futures.Executor | None,
+        workers: int,
+        cache: LayerCache | None,
+        memo: DigestMemo | None = None,
     ) -> None:
         self.pool = pool
         self.workers = workers
         self.cache = cache
+        self.memo = memo or DigestMemo()
         self.compressed = 0  # streams compressed by this compressor (the rest were reused)
+        self._counting = threading.Lock()
         # An empty cache at the start (or none): a stream without a reuse hook is compressed
         # in one pass, hashed as it goes, instead of hashed first to look it up.
         self.nothing_cached = cache is None or cache.empty()
@@ -327,13 +341,34 @@ class Compressor:
         stream = GzipStream(out, self.pool, depth=2 * self.workers)
         write(cast(BinaryIO, stream))
         blob = stream.close()
-        self.compressed += 1
+        with self._counting:
+            self.compressed += 1
         if expected is not None and blob.diff_id != expected:
             raise StreamChanged(
                 f"{getattr(out, 'name', 'a layer')}: a file of the image changed while it was "
                 "packed; pack again"
             )
         return blob
+
+    def side_by_side(self, work: Callable[[Item], Made], items: Sequence[Item]) -> list[Made]:
+        """WORK on each of ITEMS (the layers of an image), as many at once as there are
+        workers, their deflate on the one pool: a small stream leaves a core idle while its
+        only chunk is deflated, another stream fills it. The results, in order; the first
+        error is raised once the others have stopped (those not started never start)."""
+        if self.workers <= 1 or len(items) <= 1:
+            return [work(item) for item in items]
+        with concurrent.futures.ThreadPoolExecutor(
+            min(self.workers, len(items)),
+            thread_name_prefix="stream",
+            initializer=_signals_to_the_main_thread,
+        ) as streams:
+            futures = [streams.submit(work, item) for item in items]
+            try:
+                return [future.result() for future in futures]
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
 
     def make(
         self,
@@ -342,18 +377,26 @@ class Compressor:
         reuse: Callable[[str], Blob | None] | None = None,
         hashing: TarWriter | None = None,
         source: Path | None = None,
+        recipe: Recipe | None = None,
     ) -> Blob:
         """The blob of the tar WRITE makes: REUSE's (nothing written to OUT) or the cache's
         (copied to OUT) when the diff_id is known, else compressed into OUT (and kept in the
-        cache, read back from SOURCE, the file OUT writes). HASHING, when given, is WRITE with
-        progress reports: it makes the one read every call pays."""
-        if reuse is None and self.nothing_cached:
+        cache, read back from SOURCE, the file OUT writes). The diff_id comes from the memo
+        when an earlier pack made the tar of RECIPE, else from one read of the tar (HASHING,
+        when given, is WRITE with progress reports)."""
+        known = self.memo.made(recipe.key) if recipe is not None else None
+        if known is None and reuse is None and self.nothing_cached:
             # Nothing to reuse whatever the diff_id: one pass, compressing as it hashes.
             start = out.tell()
             blob = self.compress(hashing or write, out)
             self._keep(blob, source, out, start)
+            self._remember(recipe, blob.diff_id, None)
             return blob
-        diff_id, _size = tar_digest(hashing or write)
+        if known is not None:
+            diff_id = known[0]
+        else:
+            diff_id, size = tar_digest(hashing or write)
+            self._remember(recipe, diff_id, size)
         if reuse is not None:
             found = reuse(diff_id)
             if found is not None:
@@ -363,9 +406,20 @@ class Compressor:
             cached = self.cache.fetch(diff_id, out)
             if cached is not None:
                 return cached
-        blob = self.compress(write, out, expected=diff_id)
+        if known is not None and recipe is not None:
+            # From the memo: what the tar turns out to be is the answer, and the memo's next.
+            blob = self.compress(write, out)
+            if blob.diff_id != diff_id:
+                log.warning("%s: the digest memo was wrong about this tar; corrected", diff_id)
+                self.memo.forget(recipe.key)
+        else:
+            blob = self.compress(write, out, expected=diff_id)
         self._keep(blob, source, out, start)
         return blob
+
+    def _remember(self, recipe: Recipe | None, diff_id: str, size: int | None) -> None:
+        if recipe is not None:
+            self.memo.remember_tar(recipe, diff_id, size if size is not None else -1)
 
     def _keep(self, blob: Blob, source: Path | None, out: BinaryIO, start: int) -> None:
         if self.cache is not None and source is not None:
@@ -373,21 +427,43 @@ class Compressor:
             self.cache.store(blob, source, start)
 
 
+def cache_path(options: CompressionOptions | None, name: str) -> Path | None:
+    """NAME in the cache's own folder (what --clear-cache removes); None: no cache."""
+    if options is None or options.cache_folder is None or options.cache_bytes <= 0:
+        return None
+    return Path(options.cache_folder) / LAYERS / name
+
+
+def output_records(options: CompressionOptions | None) -> OutputRecords | None:
+    """Where a pack with OPTIONS records what its outputs were made from (None: no cache,
+    so every output is written)."""
+    path = cache_path(options, OUTPUTS)
+    return OutputRecords(path) if path is not None else None
+
+
 @contextlib.contextmanager
-def compressor(options: CompressionOptions | None) -> Iterator[Compressor]:
-    """A Compressor with its thread pool (none for one worker), for the length of a pack."""
+def compressor(
+    options: CompressionOptions | None, memo: DigestMemo | None = None
+) -> Iterator[Compressor]:
+    """A Compressor with its thread pool (none for one worker) and the pack's digest MEMO
+    (saved at the end; a new one, in the cache folder when there is one, if none is given),
+    for the length of a pack."""
     options = options or CompressionOptions()
     workers = options.workers or os.cpu_count() or 1
     cache = None
     if options.cache_folder is not None and options.cache_bytes > 0:
         cache = LayerCache(Path(options.cache_folder), options.cache_bytes)
-    if workers <= 1:
-        yield Compressor(None, 1, cache)
-        return
-    with concurrent.futures.ThreadPoolExecutor(
-        workers, thread_name_prefix="deflate", initializer=_signals_to_the_main_thread
-    ) as pool:
-        yield Compressor(pool, workers, cache)
+    memo = memo or DigestMemo(cache_path(options, DIGESTS))
+    try:
+        if workers <= 1:
+            yield Compressor(None, 1, cache, memo)
+            return
+        with concurrent.futures.ThreadPoolExecutor(
+            workers, thread_name_prefix="deflate", initializer=_signals_to_the_main_thread
+        ) as pool:
+            yield Compressor(pool, workers, cache, memo)
+    finally:
+        memo.save()
 
 
 def _signals_to_the_main_thread() -> None:

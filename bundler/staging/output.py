@@ -4,18 +4,26 @@ the SBOMs (sbom.spdx.json, sbom.cdx.json).
 Each is written beside its final name and renamed into place, so a run killed at any moment
 leaves the previous output or none, never half of one. A lock file makes a second run into the
 same folder wait for the first. Anything else in the folder is never touched.
+
+A repack that would write what is already there writes nothing: a file whose bytes and mode
+are the same stays as it is, and an output made from a recipe (the tree, the tarball, the
+SBOMs) stays when it was made from the same recipe and nothing in it changed since (the
+records, ``OutputRecords``, are in the user's cache: any write, chmod or chown of the output
+moves a ctime, which user space cannot set back).
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import fcntl
+import hashlib
+import json
 import logging
 import os
 import shutil
 import signal
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -30,6 +38,7 @@ STOPPING_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGALRM})
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".scratchpack.lock"
+MAX_RECORDS = 1000  # outputs whose recipe is remembered (``OutputRecords``)
 TEMP_PREFIX = ".scratchpack-tmp-"
 
 
@@ -40,8 +49,9 @@ class OutputError(ScratchpackError):
 class OutputDir:
     """An output folder held under its lock for one run."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, records: OutputRecords | None = None) -> None:
         self.path = Path(path)
+        self.records = records
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[OutputDir]:
@@ -90,6 +100,66 @@ class OutputDir:
         _remove(self.path / name)
 
 
+class OutputRecords:
+    """What each output was made from, kept in the user's cache (``outputs.json``) by its
+    absolute path: its recipe (all its bytes depend on) and ``lstat_digest`` of it, taken once
+    it was in place. An output whose recipe and lstat are both as recorded is what this run
+    would write. Only a record: written without a sync; a lost one costs a rewrite."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _load(self) -> dict[str, list[str | None]]:
+        try:
+            found = json.loads(self.path.read_bytes())
+        except (OSError, ValueError):
+            return {}
+        return found if isinstance(found, dict) else {}
+
+    def made_from(self, output: Path, recipe: str) -> bool:
+        """Whether OUTPUT was made from RECIPE and nothing in it changed since."""
+        known = self._load().get(str(output.absolute()))
+        if not isinstance(known, list) or len(known) != 2 or known[0] != recipe:
+            return False
+        return known[1] == lstat_digest(output)
+
+    def record(self, made: dict[Path, str | None]) -> None:
+        """Outputs just put in place, with their recipes (None: not known)."""
+        records = self._load()
+        for output, recipe in made.items():
+            key = str(output.absolute())
+            records.pop(key, None)
+            if recipe is not None:
+                records[key] = [recipe, lstat_digest(output)]
+        kept = dict(list(records.items())[-MAX_RECORDS:])  # the most recent outputs
+        temp = self.path.with_name(f"{TEMP_PREFIX}{os.getpid()}-{self.path.name}")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            temp.write_text(json.dumps(kept))
+            os.replace(temp, self.path)
+        except OSError as exc:
+            log.info("%s: cannot record the outputs written: %s", self.path, exc.strerror)
+            temp.unlink(missing_ok=True)
+
+
+def lstat_digest(top: Path) -> str | None:
+    """One digest of the lstat of TOP and, for a folder, all it holds (None: unreadable)."""
+    lines: list[str] = []
+    pending = [(str(top), "")]
+    try:
+        while pending:
+            host, relative = pending.pop()
+            st = os.lstat(host)
+            fields = (st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            lines.append(f"{relative}\0{st.st_ino} {fields}")
+            if stat.S_ISDIR(st.st_mode):
+                names = sorted(os.listdir(host), reverse=True)
+                pending += [(f"{host}/{n}", f"{relative}/{n}") for n in names]
+    except OSError:
+        return None
+    return hashlib.sha256("\n".join(lines).encode("utf-8", "surrogateescape")).hexdigest()
+
+
 def open_lock(path: Path) -> int:
     """The lock file of a folder scratchpack writes into, opened (created if absent)."""
     return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -128,7 +198,10 @@ def sync_folder(folder: Path) -> None:
 
 def replace_file(final: Path, data: bytes, temp: Path) -> None:
     """``final`` gets ``data`` in one rename from ``temp``: a reader sees the old file or the
-    new one, whole, before and after a crash. OSError is the caller's to report."""
+    new one, whole, before and after a crash (one that holds them already stays as it is).
+    OSError is the caller's to report."""
+    if _holds(final, data):
+        return
     try:
         with open(temp, "wb") as handle:
             handle.write(data)
@@ -146,11 +219,20 @@ class Transaction:
         self.out = out
         self.staged: list[tuple[Path, Path]] = []  # (temporary, final)
         self.leftovers: list[Path] = []
+        self.recipes: dict[Path, str | None] = {}  # output written -> its recipe, if known
 
     def write_file(
-        self, name: str, writer: Callable[[BinaryIO], object], mode: int = 0o644
+        self,
+        name: str,
+        writer: Callable[[BinaryIO], object],
+        mode: int = 0o644,
+        recipe: str | None = None,
     ) -> Path:
+        """File NAME, written by WRITER; left as it is when it was made from RECIPE (all its
+        bytes depend on) and has not changed since."""
         temp, final = self.out.temp_path(name), self.out.path / name
+        if self._made_from(final, recipe):
+            return final
         self.leftovers.append(temp)
         try:
             with open(temp, "wb") as handle:
@@ -160,19 +242,35 @@ class Transaction:
         except OSError as exc:
             raise _output_error(final, exc) from None
         self.staged.append((temp, final))
+        self.recipes[final] = recipe
         return final
 
-    def write_text(self, name: str, text: str) -> Path:
-        return self.write_file(name, lambda handle: handle.write(text.encode()))
+    def _made_from(self, final: Path, recipe: str | None) -> bool:
+        records = self.out.records
+        return recipe is not None and records is not None and records.made_from(final, recipe)
 
-    def write_tree(self, name: str, builder: Callable[[Path], None]) -> Path:
+    def write_text(self, name: str, text: str, mode: int = 0o644) -> Path:
+        data = text.encode()
+        final = self.out.path / name
+        if _holds(final, data, mode):
+            return final  # as this run would write it: left alone
+        return self.write_file(name, lambda handle: handle.write(data), mode)
+
+    def write_tree(
+        self, name: str, builder: Callable[[Path], None], recipe: str | None = None
+    ) -> Path:
+        """Tree NAME, made by BUILDER in a new folder; left as it is when it was made from
+        RECIPE (everything its bytes and metadata depend on) and has not changed since."""
         temp, final = self.out.temp_path(name), self.out.path / name
+        if self._made_from(final, recipe):
+            return final
         self.leftovers.append(temp)
         try:
             builder(temp)
         except OSError as exc:
             raise _output_error(final, exc) from None
         self.staged.append((temp, final))
+        self.recipes[final] = recipe
         return final
 
     def commit(self) -> None:
@@ -184,6 +282,8 @@ class Transaction:
             else:
                 os.replace(temp, final)
         self.staged.clear()
+        if self.recipes and self.out.records is not None:
+            self.out.records.record(self.recipes)
 
     def discard(self) -> None:
         for leftover in self.leftovers:
@@ -203,8 +303,25 @@ def _signals_held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
+def _holds(path: Path, data: bytes, mode: int | None = None) -> bool:
+    """Whether PATH is a regular file (not a link) of DATA's bytes (and permission MODE)."""
+    try:
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode):
+            return False
+        if mode is not None and stat.S_IMODE(st.st_mode) != mode:
+            return False
+        if st.st_size != len(data):
+            return False
+        return path.read_bytes() == data
+    except OSError:
+        return False
+
+
 def _exchange(first: Path, second: Path) -> None:
     """renameat2(RENAME_EXCHANGE); where the kernel or filesystem lacks it, two renames."""
+    import ctypes  # here only: a few ms of every start otherwise
+
     libc = ctypes.CDLL(None, use_errno=True)
     renameat2 = getattr(libc, "renameat2", None)
     at_fdcwd, rename_exchange = -100, 2

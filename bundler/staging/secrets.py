@@ -19,6 +19,8 @@ value.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import re
 import time
@@ -26,6 +28,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from bundler.errors import SecretsFound
+from bundler.staging.digests import DigestMemo, code_key, fact_key
 from bundler.staging.plan import DIR, FILE, HARDLINK, AllowedSecret, Entry, Plan, glob_matches
 
 log = logging.getLogger(__name__)
@@ -152,8 +155,17 @@ def password_hash_lines(data: bytes) -> list[int]:
 class ContentRule:
     id: str
     keywords: tuple[bytes, ...]  # the rule runs only when one is in the text
-    regex: re.Pattern[bytes]
-    placeholder: re.Pattern[bytes] | None = None  # a match that is documentation, not a secret
+    pattern: bytes
+    placeholder_pattern: bytes | None = None  # a match that is documentation, not a secret
+
+    # Compiled when first used: a repack whose texts were all scanned before uses none.
+    @functools.cached_property
+    def regex(self) -> re.Pattern[bytes]:
+        return re.compile(self.pattern)
+
+    @functools.cached_property
+    def placeholder(self) -> re.Pattern[bytes] | None:
+        return re.compile(self.placeholder_pattern) if self.placeholder_pattern else None
 
 
 _END = rb"(?![A-Za-z0-9])"
@@ -168,7 +180,7 @@ CONTENT_RULES = (
     ContentRule(
         "private-key",
         (b"PRIVATE KEY",),
-        re.compile(
+        (
             rb"-----\s*BEGIN[ A-Z0-9_-]*PRIVATE KEY( BLOCK)?\s*-----[ \t]*(?:\\r)?(?:\\n|\r?\n)"
             rb"(?:[A-Za-z-]+:[^\r\n]*(?:\\n|\r?\n))*"  # Proc-Type/DEK-Info headers
             rb"\s*[A-Za-z0-9+/=\\][A-Za-z0-9+/=\\\s]{31,}?"
@@ -178,51 +190,49 @@ CONTENT_RULES = (
     ContentRule(
         "aws-access-key-id",
         (b"AKIA", b"ASIA", b"AGPA", b"AIDA", b"AROA", b"AIPA", b"ANPA", b"ANVA", b"A3T"),
-        re.compile(
-            _START + rb"(?:A3T[A-Z0-9]|AKIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|ASIA)[A-Z0-9]{16}" + _END
-        ),
-        re.compile(rb"(?i).*example.*"),
+        (_START + rb"(?:A3T[A-Z0-9]|AKIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|ASIA)[A-Z0-9]{16}" + _END),
+        (rb"(?i).*example.*"),
     ),
     ContentRule(
         "aws-secret-access-key",
         (b"aws", b"AWS", b"Aws"),
-        re.compile(
+        (
             rb"(?i)aws_?(?:sec(?:ret)?)?_?(?:access)?_?key[\"']?\s*(?::|=>|=)?\s*[\"']?"
             rb"([A-Za-z0-9/+=]{40})[\"']?" + _END
         ),
-        re.compile(rb"(?i).*example.*"),
+        (rb"(?i).*example.*"),
     ),
     ContentRule(
         "github-token",
         (b"ghp_", b"gho_", b"ghu_", b"ghs_", b"ghr_"),
-        re.compile(_START + rb"(?:(?:ghp|gho|ghu|ghs)_[0-9A-Za-z]{36}|ghr_[0-9A-Za-z]{76})" + _END),
+        (_START + rb"(?:(?:ghp|gho|ghu|ghs)_[0-9A-Za-z]{36}|ghr_[0-9A-Za-z]{76})" + _END),
     ),
     ContentRule(
         "github-fine-grained-token",
         (b"github_pat_",),
-        re.compile(rb"github_pat_[A-Za-z0-9]{22}_[A-Za-z0-9]{59}"),
+        (rb"github_pat_[A-Za-z0-9]{22}_[A-Za-z0-9]{59}"),
     ),
-    ContentRule("gitlab-token", (b"glpat-",), re.compile(_START + rb"glpat-[0-9A-Za-z_-]{20}")),
+    ContentRule("gitlab-token", (b"glpat-",), (_START + rb"glpat-[0-9A-Za-z_-]{20}")),
     ContentRule(
         "slack-token",
         (b"xoxb-", b"xoxa-", b"xoxp-", b"xoxr-", b"xoxs-"),
-        re.compile(_START + rb"xox[baprs]-[0-9A-Za-z]{10,48}"),
+        (_START + rb"xox[baprs]-[0-9A-Za-z]{10,48}"),
     ),
-    ContentRule(
-        "stripe-live-key", (b"sk_live_",), re.compile(_START + rb"sk_live_[0-9A-Za-z]{10,99}")
-    ),
-    ContentRule(
-        "google-api-key", (b"AIza",), re.compile(_START + rb"AIza[0-9A-Za-z_-]{35}" + _END)
-    ),
+    ContentRule("stripe-live-key", (b"sk_live_",), (_START + rb"sk_live_[0-9A-Za-z]{10,99}")),
+    ContentRule("google-api-key", (b"AIza",), (_START + rb"AIza[0-9A-Za-z_-]{35}" + _END)),
     ContentRule(
         "url-credentials",
         (b"://",),
-        re.compile(
+        (
             rb"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]{1,20}://"
             rb"([^\s:/?#@'\"<>\\`]{1,64}):([^\s:/?#@'\"<>\\`]{1,128})@([A-Za-z0-9][A-Za-z0-9.-]*)"
         ),
     ),
 )
+
+# What a remembered scan depends on besides the bytes: this module's code (its rules and how
+# they are applied).
+RULES_KEY = code_key(__file__)
 
 
 def _is_placeholder(rule: ContentRule, match: re.Match[bytes]) -> bool:
@@ -272,10 +282,13 @@ def scan_value(value: str) -> list[str]:
 
 
 def _findings(
-    entry: Entry, seen: dict[str, list[tuple[str, int]]], read: dict[str, int]
+    entry: Entry,
+    seen: dict[str, list[tuple[str, int]]],
+    read: dict[str, int],
+    memo: DigestMemo | None = None,
 ) -> Iterator[Finding]:
     """``seen``: the content findings of each source read so far; ``read``: the text bytes
-    read from each."""
+    read from each; ``memo``: what earlier packs found in the same bytes."""
     rule = path_rule(entry.path)
     if rule is not None:
         yield Finding(entry.path, rule, None, entry.why)
@@ -287,12 +300,7 @@ def _findings(
             data = None
     elif entry.source is not None:
         if entry.source not in seen:
-            text = read_text(entry.source)
-            seen[entry.source] = scan_text(text) if text is not None else []
-            if text is not None:
-                read[entry.source] = len(text)
-            if text is not None and _is_account_file(entry.path):
-                seen[entry.source] += [("password-hash", n) for n in password_hash_lines(text)]
+            seen[entry.source] = _source_findings(entry, read, memo)
         for rule_id, line in seen[entry.source]:
             yield Finding(entry.path, rule_id, line, entry.why)
         return
@@ -308,7 +316,35 @@ def _findings(
             yield Finding(entry.path, "password-hash", line, entry.why)
 
 
-def check_plan(plan: Plan, allow: Sequence[str] = ()) -> Check:
+def _source_findings(
+    entry: Entry, read: dict[str, int], memo: DigestMemo | None
+) -> list[tuple[str, int]]:
+    """The content findings of ENTRY's source, from MEMO when these rules met its bytes
+    before (their sha256, from the memo too, by the file's identity)."""
+    assert entry.source is not None
+    account = _is_account_file(entry.path)
+    key = None
+    if memo is not None:
+        try:
+            key = fact_key(RULES_KEY, memo.file(entry.source).sha256, int(account))
+        except OSError:
+            key = None
+        known = memo.fact(key) if key is not None else None
+        if isinstance(known, list):
+            with contextlib.suppress(TypeError, ValueError):  # a damaged memo: scanned anew
+                return [(str(rule), int(line)) for rule, line in known]
+    text = read_text(entry.source)
+    found = scan_text(text) if text is not None else []
+    if text is not None:
+        read[entry.source] = len(text)
+        if account:
+            found += [("password-hash", n) for n in password_hash_lines(text)]
+    if key is not None and memo is not None:
+        memo.remember_fact(key, entry.source, [[rule, line] for rule, line in found])
+    return found
+
+
+def check_plan(plan: Plan, allow: Sequence[str] = (), memo: DigestMemo | None = None) -> Check:
     """Every file, hard link and link of the plan against every rule; ``allow`` holds the
     --allow-secret globs, matched against the in-image paths the findings name."""
     started = time.monotonic()
@@ -319,7 +355,7 @@ def check_plan(plan: Plan, allow: Sequence[str] = ()) -> Check:
     for entry in plan.sorted_entries():
         if entry.type == DIR:
             continue
-        for finding in _findings(entry, seen, read):
+        for finding in _findings(entry, seen, read, memo):
             glob = first_match([entry.path], allow)
             if glob is None:
                 refused.append(finding)
@@ -330,10 +366,11 @@ def check_plan(plan: Plan, allow: Sequence[str] = ()) -> Check:
     return Check(tuple(refused), tuple(allowed), files, len(read), sum(read.values()), seconds)
 
 
-def refuse_secrets(plan: Plan, allow: Sequence[str] = ()) -> Check:
+def refuse_secrets(plan: Plan, allow: Sequence[str] = (), memo: DigestMemo | None = None) -> Check:
     """Check the plan; every finding is logged, and any not allowed stops the pack before
-    anything is written. Allowed ones are recorded in the plan (for --json and the SBOMs)."""
-    check = check_plan(plan, allow)
+    anything is written. Allowed ones are recorded in the plan (for --json and the SBOMs).
+    MEMO: the pack's digests, and what the same rules found in the same bytes before."""
+    check = check_plan(plan, allow, memo)
     log.info(
         "secrets check: %d files, %d of them text (%.1f MB read), in %.2f s",
         check.files,

@@ -10,21 +10,28 @@ from __future__ import annotations
 
 import datetime
 import functools
+import hashlib
 import io
 import logging
 import os
 import shutil
+import sys
 import tarfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO
 
 from bundler.staging.blobs import Blob, Compressor
+from bundler.staging.digests import DigestMemo, Recipe, code_key, hash_bytes
 from bundler.staging.plan import DIR, FILE, HARDLINK, SYMLINK, Entry
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[Entry], None]
+# What a tar and a tree are made of besides the entries: this module's code, and the
+# interpreter's tarfile (its headers).
+TAR_CODE = f"{code_key(__file__)} python{sys.version_info[0]}.{sys.version_info[1]}"
+_ERRORS = "surrogateescape"  # file names that are not UTF-8 go into the tar byte for byte
 
 
 def clamp(mtime: int, epoch: int) -> int:
@@ -92,17 +99,54 @@ def write_tarball(
     progress: Progress | None,
     compressor: Compressor | None = None,
     source: Path | None = None,
+    recipe: Recipe | None = None,
 ) -> Blob:
     """A gzip'd tar of the entries: sorted, numeric owners with no names, mtimes clamped, GNU
     format (no PAX time records), gzip header with no file name and time 0; compressed as
     every layer is (``bundler.staging.blobs``), or taken from COMPRESSOR's cache when an
-    earlier pack made the same tar (SOURCE: the file HANDLE writes, to fill the cache)."""
+    earlier pack made the same tar (SOURCE: the file HANDLE writes, to fill the cache; RECIPE:
+    ``tar_recipe`` of the entries, when the caller has it)."""
     ordered = sorted(entries, key=lambda e: e.path)
     write = functools.partial(write_tar, ordered, epoch=epoch)
     hashing = functools.partial(write_tar, ordered, epoch=epoch, progress=progress)
-    return (compressor or Compressor(None, 1, None)).make(
-        write, handle, hashing=hashing, source=source
-    )
+    packer = compressor or Compressor(None, 1, None)
+    recipe = recipe or tar_recipe(ordered, epoch, packer.memo)
+    return packer.make(write, handle, hashing=hashing, source=source, recipe=recipe)
+
+
+def tree_recipe(recipe: Recipe) -> str:
+    """What ``build_tree`` makes of the entries of RECIPE depends on: the tar's recipe, this
+    format, and whether owners can be set (only root can)."""
+    return f"{recipe.key} tree owners{int(os.geteuid() == 0)}"
+
+
+def tar_recipe(entries: Iterable[Entry], epoch: int, memo: DigestMemo) -> Recipe | None:
+    """One digest of all ``write_tar`` makes of ENTRIES: what each header is made of (the
+    header's bytes follow from it, this module's code and the interpreter's tarfile), and the
+    sha256 of each file's bytes (from MEMO when it knows them). The end of the archive is the
+    same for every tar. None when a file is no longer as planned (its tar will say so)."""
+    recipe = hashlib.sha256(TAR_CODE.encode())
+    sources: list[str] = []
+    for entry in sorted(entries, key=lambda e: e.path):
+        target = entry.target or ""
+        mtime = clamp(entry.mtime, epoch)
+        header = f"{entry.path}\0{entry.type}\0{entry.mode}\0{entry.uid}\0{entry.gid}\0"
+        recipe.update(f"{header}{entry.size}\0{mtime}\0{target}\0".encode("utf-8", _ERRORS))
+        if entry.type != FILE:
+            continue
+        if entry.data is not None:
+            digest = hash_bytes(entry.data)
+        else:
+            assert entry.source is not None
+            try:
+                digest = memo.file(entry.source)
+            except OSError:
+                return None
+            sources.append(entry.source)
+        if digest.size != entry.size:
+            return None
+        recipe.update(bytes.fromhex(digest.sha256))
+    return Recipe(recipe.hexdigest(), tuple(sources))
 
 
 def write_tar(
@@ -114,7 +158,7 @@ def write_tar(
         mode="w",
         format=tarfile.GNU_FORMAT,
         encoding="utf-8",
-        errors="surrogateescape",
+        errors=_ERRORS,
     )
     with tar:
         for entry in sorted(entries, key=lambda e: e.path):
