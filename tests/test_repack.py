@@ -164,6 +164,15 @@ def stable_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yield top
 
 
+def _own_copy(stable_root: Path, top: Path, files: dict[str, str] | None = None) -> Path:
+    """A copy of the shared root at TOP to change, with FILES added, once it is stable."""
+    shutil.copytree(stable_root, top, symlinks=True)
+    for name, text in (files or {}).items():
+        (top / name).write_text(text)
+    time.sleep(STABLE_NS / 1e9 + 0.2)
+    return top
+
+
 def _pack(root: Path, work: Path, *more: str) -> None:
     env = {"XDG_CACHE_HOME": str(work / "cache")}
     args = ["--root", str(root), "/usr/bin/env", "-q", "-o", str(work / "out")]
@@ -207,12 +216,8 @@ def test_an_unchanged_repack_writes_nothing(stable_root: Path, tmp_path: Path) -
 
 
 @needs_glibc
-def test_a_changed_input_is_packed_as_a_first_pack_would(
-    stable_root: Path, tmp_path: Path
-) -> None:
-    root = tmp_path / "root"
-    shutil.copytree(stable_root, root, symlinks=True)
-    time.sleep(STABLE_NS / 1e9 + 0.2)
+def test_a_changed_input_is_packed_as_a_first_pack_would(stable_root: Path, tmp_path: Path) -> None:
+    root = _own_copy(stable_root, tmp_path / "root")
     work = tmp_path / "work"
     _pack(root, work)
     # One byte of libc's last page (padding), its size and mtime kept: only the ctime moves.
@@ -264,11 +269,8 @@ def test_without_the_cache_every_output_is_written(stable_root: Path, tmp_path: 
 def test_a_secret_is_found_whatever_an_earlier_pack_remembered(
     stable_root: Path, tmp_path: Path
 ) -> None:
-    root = tmp_path / "root"
-    shutil.copytree(stable_root, root, symlinks=True)
-    key = root / "etc/deploy.conf"
-    key.write_text("token = ghp_" + "a1B2" * 9 + "\n")
-    time.sleep(STABLE_NS / 1e9 + 0.2)
+    token = "token = ghp_" + "a1B2" * 9 + "\n"
+    root = _own_copy(stable_root, tmp_path / "root", {"etc/deploy.conf": token})
     work = tmp_path / "work"
     _pack(root, work, "--extra", "/etc/deploy.conf", "--allow-secret", "/etc/deploy.conf")
     memo = json.loads((work / "cache/scratchpack/layers/digests.json").read_text())

@@ -12,11 +12,13 @@ The members come in a fixed order with time 0 and owner 0: the same inputs give 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
 import logging
 import os
+import shutil
 import tarfile
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -45,7 +47,7 @@ from bundler.image.spec import ImageSpec, LayerSpec
 from bundler.staging.blobs import RECIPE as COMPRESSION
 from bundler.staging.blobs import Compressor
 from bundler.staging.output import OutputRecords, sync_file
-from bundler.staging.tree import Progress, tar_recipe
+from bundler.staging.tree import Progress, one_at_a_time, tar_recipe
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +139,10 @@ def write_archive_stream(
     out = _TarWriter(handle, compressor, path)
     out.directory("blobs/")
     out.directory(f"{BLOBS.as_posix()}/")
-    layers = [out.layer(layer, image.epoch, progress) for layer in image.layers]
+    if compressor is not None and compressor.workers > 1 and len(image.layers) > 1 and path:
+        layers = _layers_side_by_side(out, image, progress, compressor, path)
+    else:
+        layers = [out.layer(layer, image.epoch, progress) for layer in image.layers]
     config = out.blob(MEDIA_CONFIG, config_bytes(image, [b.diff_id for b in layers]))
     manifest = out.blob(MEDIA_MANIFEST, manifest_bytes(config, [b.descriptor for b in layers]))
     index = {
@@ -166,6 +171,32 @@ def write_archive_stream(
         out.file("repositories", canonical_json({name: {tag: layers[-1].descriptor.hex}}))
     out.close()
     return config.digest
+
+
+def _layers_side_by_side(
+    out: _TarWriter, image: ImageSpec, progress: Progress | None, compressor: Compressor, path: Path
+) -> list[LayerBlob]:
+    """Each layer compressed into a file of its own beside the archive, several at once
+    (``Compressor.side_by_side``), then copied into it in order: the same bytes as one layer
+    after the other. The files are named and locked as the archive's own temporary is, so a
+    killed call's are removed by the next (``_remove_dead_temps``)."""
+    each = one_at_a_time(progress)
+    temps = [path.with_name(f"{path.name}-layer{n}") for n in range(len(image.layers))]
+    with contextlib.ExitStack() as files:
+
+        def compress(item: tuple[int, LayerSpec]) -> tuple[LayerBlob, BinaryIO]:
+            number, layer = item
+            temp = temps[number]
+            files.callback(temp.unlink, missing_ok=True)
+            fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            fcntl.flock(fd, fcntl.LOCK_EX)  # as the archive's own: alive, not to be removed
+            handle = files.enter_context(open(fd, "w+b"))
+            blob = write_layer(layer, handle, image.epoch, each, compressor, source=temp)
+            handle.flush()
+            return blob, handle
+
+        made = compressor.side_by_side(compress, list(enumerate(image.layers)))
+        return [out.copied_layer(blob, handle) for blob, handle in made]
 
 
 def _member(descriptor: Descriptor) -> str:
@@ -214,6 +245,18 @@ class _TarWriter:
         self.handle.write(header)
         self.handle.seek(end)
         self._pad(blob.descriptor.size)
+        return blob
+
+    def copied_layer(self, blob: LayerBlob, source: BinaryIO) -> LayerBlob:
+        """A layer compressed elsewhere (into SOURCE), written as ``layer`` writes it."""
+        if blob.descriptor.digest in self.written:
+            return blob  # two layers of the same bytes: the archive holds the blob once
+        self.written.add(blob.descriptor.digest)
+        size = blob.descriptor.size
+        self.handle.write(_header(_member(blob.descriptor), size, tarfile.REGTYPE, 0o644))
+        source.seek(0)
+        shutil.copyfileobj(source, self.handle, 1 << 20)
+        self._pad(size)
         return blob
 
     def close(self) -> None:

@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import re
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,8 +43,7 @@ from bundler.staging.output import (
     sync_folder,
     taking_turns,
 )
-from bundler.staging.plan import Entry
-from bundler.staging.tree import Progress, rfc3339, tar_recipe, write_tar
+from bundler.staging.tree import Progress, one_at_a_time, rfc3339, tar_recipe, write_tar
 
 log = logging.getLogger(__name__)
 
@@ -359,7 +357,7 @@ class _BlobStore:
         """Every blob of IMAGE; the manifest's descriptor. KNOWN: blobs of the layout by
         diff_id, reused when they are whole."""
         packer = compressor or Compressor(None, 1, None)
-        each = _one_at_a_time(progress)
+        each = one_at_a_time(progress)
         layers = packer.side_by_side(
             lambda layer: self.add_layer(layer, image.epoch, each, packer, known or {}),
             image.layers,
@@ -449,19 +447,6 @@ class _BlobStore:
         if self._renamed:
             sync_folder(self.folder)
             self._renamed = False
-
-
-def _one_at_a_time(progress: Progress | None) -> Progress | None:
-    """PROGRESS called from the threads of several layers, one call at a time."""
-    if progress is None:
-        return None
-    lock = threading.Lock()
-
-    def report(entry: Entry) -> None:
-        with lock:
-            progress(entry)
-
-    return report
 
 
 def _blob_error(folder: Path, exc: OSError) -> LayoutError:

@@ -17,6 +17,7 @@ import os
 import shutil
 import sys
 import tarfile
+import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO
@@ -32,6 +33,19 @@ Progress = Callable[[Entry], None]
 # interpreter's tarfile (its headers).
 TAR_CODE = f"{code_key(__file__)} python{sys.version_info[0]}.{sys.version_info[1]}"
 _ERRORS = "surrogateescape"  # file names that are not UTF-8 go into the tar byte for byte
+
+
+def one_at_a_time(progress: Progress | None) -> Progress | None:
+    """PROGRESS called from the threads of several streams (layers), one call at a time."""
+    if progress is None:
+        return None
+    lock = threading.Lock()
+
+    def report(entry: Entry) -> None:
+        with lock:
+            progress(entry)
+
+    return report
 
 
 def clamp(mtime: int, epoch: int) -> int:
