@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from bundler import __version__
+from bundler import __version__, packages
 from bundler.errors import ScratchpackError, UsageError
 from bundler.image.build import image_platform, image_spec
 from bundler.image.dockerfile import ImageConfig, render_distroless, render_scratch, shipped_by_base
@@ -52,7 +52,7 @@ from bundler.staging.blobs import (
 )
 from bundler.staging.blobs import DPKG as DPKG_MEMO
 from bundler.staging.blobs import RECIPE as COMPRESSION
-from bundler.staging.digests import DigestMemo
+from bundler.staging.digests import DigestMemo, code_key
 from bundler.staging.output import OutputDir
 from bundler.staging.plan import (
     DIR,
@@ -602,6 +602,10 @@ def _with_distributions(plan: Plan, owners: dict[str, str]) -> dict[str, str]:
     return grouped
 
 
+# bundler/packages/sbom.py, by its path: imported only when a document is written.
+SBOM_CODE = f"{__version__} {code_key(str(Path(packages.__file__).with_name('sbom.py')))}"
+
+
 class SbomDocuments:
     """The SPDX and CycloneDX documents of the image (its packages and every file), made when
     first asked for: an unchanged repack needs only their recipe, and the digests an earlier
@@ -611,8 +615,8 @@ class SbomDocuments:
         self.contents = contents
         self.memo = memo
         # The documents are a function of the contents (frozen dataclasses of strings,
-        # numbers and tuples, whose repr says all they hold) and of this version's code.
-        described = f"{__version__}\0{contents!r}".encode("utf-8", "surrogateescape")
+        # numbers and tuples, whose repr says all they hold) and of the code that writes them.
+        described = f"{SBOM_CODE}\0{contents!r}".encode("utf-8", "surrogateescape")
         self.recipe = "sbom " + hashlib.sha256(described).hexdigest()
 
     @functools.cached_property

@@ -38,6 +38,7 @@ from bundler.image.dockerfile import ImageConfig
 from bundler.image.oci import LayoutError, read_image, read_index, write_oci_layout
 from bundler.image.references import docker_reference, full_name
 from bundler.image.spec import ImageSpec, LayerSpec, Platform
+from bundler.staging.blobs import CompressionOptions, compressor
 from bundler.staging.plan import (
     DIR,
     EXTRA,
@@ -577,6 +578,22 @@ def test_docker_archive_stores_a_repeated_layer_once(tmp_path: Path) -> None:
     (classic,) = json.loads(members["manifest.json"])
     assert classic["Layers"][0] == classic["Layers"][1]
     assert len([m for m in members if m.startswith("blobs/sha256/") and members[m]]) == 3
+
+
+def test_layers_compressed_side_by_side_make_the_same_archive(tmp_path: Path) -> None:
+    layers = sample_layers(tmp_path)
+    spec = ImageSpec(
+        (*layers, layers[1]), ImageConfig(entrypoint=("/x",)), Platform("amd64"), 0
+    )  # a repeated layer too: stored once
+    one_by_one = tmp_path / "one.tar"
+    write_docker_archive(one_by_one, spec, "app:1")
+    side_by_side = tmp_path / "two.tar"
+    dead = tmp_path / ".two.tar.scratchpack-tmp-99999999-layer0"  # a killed call's
+    dead.write_text("left by a killed call")
+    with compressor(CompressionOptions(workers=3)) as packer:
+        write_docker_archive(side_by_side, spec, "app:1", compressor=packer)
+    assert side_by_side.read_bytes() == one_by_one.read_bytes()
+    assert sorted(os.listdir(tmp_path)) == ["one.tar", "src", "two.tar"]
 
 
 def test_docker_archive_replaces_the_file_and_removes_dead_temporaries(tmp_path: Path) -> None:

@@ -213,6 +213,7 @@ def test_an_unchanged_repack_writes_nothing(stable_root: Path, tmp_path: Path) -
     assert str(stable_root / LIBC) in remembered["files"]
     _pack(stable_root, tmp_path)
     assert _outputs(tmp_path) == before  # not one file written again, nor replaced
+    assert not [p for p in tmp_path.iterdir() if "scratchpack-tmp" in p.name]
 
 
 @needs_glibc

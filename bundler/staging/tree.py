@@ -144,7 +144,7 @@ def tar_recipe(entries: Iterable[Entry], epoch: int, memo: DigestMemo) -> Recipe
     for entry in sorted(entries, key=lambda e: e.path):
         target = entry.target or ""
         mtime = clamp(entry.mtime, epoch)
-        header = f"{entry.path}\0{entry.type}\0{entry.mode}\0{entry.uid}\0{entry.gid}\0"
+        header = f"{entry.path}\0{entry.type.value}\0{entry.mode}\0{entry.uid}\0{entry.gid}\0"
         recipe.update(f"{header}{entry.size}\0{mtime}\0{target}\0".encode("utf-8", _ERRORS))
         if entry.type != FILE:
             continue
