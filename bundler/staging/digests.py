@@ -170,15 +170,18 @@ class DigestMemo:
     def remember_tar(self, recipe: Recipe, diff_id: str, size: int) -> None:
         """RECIPE made a tar of DIFF_ID: kept when every file it read is stable and still as
         it was when its digest was taken."""
-        for source in recipe.sources:
-            if source in self.unstable or source not in self.seen:
-                return
-            try:
-                if identity(os.stat(source)) != self.seen[source]:
-                    return
-            except OSError:
-                return
-        self.remember(recipe.key, diff_id, size)
+        if all(self._still_as_digested(source) for source in recipe.sources):
+            self.remember(recipe.key, diff_id, size)
+
+    def _still_as_digested(self, source: str) -> bool:
+        """Whether SOURCE is stable and as it was when its digest was taken: what was read
+        of it since is what the digest says."""
+        if source in self.unstable or source not in self.seen:
+            return False
+        try:
+            return identity(os.stat(source)) == self.seen[source]
+        except OSError:
+            return False
 
     def forget(self, recipe: str) -> None:
         if self.tars.pop(recipe, None) is not None:
@@ -192,7 +195,7 @@ class DigestMemo:
         """VALUE, a fact of the bytes of SOURCE (JSON: lists, strings, numbers), under KEY:
         kept when the digest KEY holds is one to remember (the file was stable and did not
         change while it was read)."""
-        if source in self.unstable or source not in self.seen:
+        if not self._still_as_digested(source):
             return
         self.facts.pop(key, None)
         self.facts[key] = value
