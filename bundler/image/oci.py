@@ -355,17 +355,56 @@ class _BlobStore:
         known: dict[str, Descriptor] | None = None,
     ) -> Descriptor:
         """Every blob of IMAGE; the manifest's descriptor. KNOWN: blobs of the layout by
-        diff_id, reused when they are whole."""
+        diff_id, reused when they are whole. Layers whose tar an earlier pack made and whose
+        blob is here are only checked; the others are compressed side by side."""
         packer = compressor or Compressor(None, 1, None)
+        known = known or {}
         each = one_at_a_time(progress)
-        layers = packer.side_by_side(
-            lambda layer: self.add_layer(layer, image.epoch, each, packer, known or {}),
-            image.layers,
-        )
+        looked = [self._made_before(layer, image.epoch, packer, known) for layer in image.layers]
+        blobs = [blob for blob, _tried in looked]
+        missing = [n for n, blob in enumerate(blobs) if blob is None]
+
+        def compress(n: int) -> LayerBlob:
+            # A blob looked for by its recipe's diff_id is not there (or was damaged).
+            reusable = {} if looked[n][1] else known
+            return self.add_layer(image.layers[n], image.epoch, each, packer, reusable)
+
+        for n, blob in zip(missing, packer.side_by_side(compress, missing), strict=True):
+            blobs[n] = blob
+        layers = [blob for blob in blobs if blob is not None]
         config = self.add_bytes(MEDIA_CONFIG, config_bytes(image, [b.diff_id for b in layers]))
         return self.add_bytes(
             MEDIA_MANIFEST, manifest_bytes(config, [b.descriptor for b in layers])
         )
+
+    def _made_before(
+        self, layer: LayerSpec, epoch: int, packer: Compressor, known: dict[str, Descriptor]
+    ) -> tuple[LayerBlob | None, bool]:
+        """The layer's blob when an earlier pack made its tar (its diff_id by recipe, nothing
+        read) and the layout holds that blob, whole; and whether it was looked for."""
+        recipe = tar_recipe(layer.entries, epoch, packer.memo)
+        made = packer.memo.made(recipe.key) if recipe is not None and known else None
+        if made is None:
+            return None, False
+        reused = self._reuse(made[0], known)
+        if reused is None:
+            return None, True
+        descriptor = Descriptor(MEDIA_LAYER, reused.digest, reused.size)
+        return LayerBlob(descriptor, reused.diff_id), True
+
+    def _reuse(self, diff_id: str, known: dict[str, Descriptor]) -> Blob | None:
+        """The layout's blob of DIFF_ID, once its sha256 and size are checked; a damaged one
+        is removed (we hold the lock: the new copy takes its place)."""
+        descriptor = known.get(diff_id)
+        if descriptor is None:
+            return None
+        path = self.folder / descriptor.hex
+        if file_digest(path) == (descriptor.digest, descriptor.size):
+            log.info("%s: layer %s reused", path, diff_id)
+            return Blob(descriptor.digest, descriptor.size, diff_id)
+        log.warning("%s: damaged or missing; the layer is written again", path)
+        path.unlink(missing_ok=True)
+        return None
 
     def add_layer(
         self,
@@ -375,29 +414,15 @@ class _BlobStore:
         compressor: Compressor | None = None,
         known: dict[str, Descriptor] | None = None,
     ) -> LayerBlob:
-        # The digest is known only once the layer is written; a blob already there is kept
-        # and the new copy dropped.
-        def reuse(diff_id: str) -> Blob | None:
-            descriptor = (known or {}).get(diff_id)
-            if descriptor is None:
-                return None
-            path = self.folder / descriptor.hex
-            if file_digest(path) == (descriptor.digest, descriptor.size):
-                log.info("%s: layer %s reused", path, diff_id)
-                return Blob(descriptor.digest, descriptor.size, diff_id)
-            log.warning("%s: damaged or missing; the layer is written again", path)
-            path.unlink(missing_ok=True)  # we hold the lock: the new copy takes its place
-            return None
-
+        """The layer's blob: the layout's own when it holds one of the same tar (hashed to
+        know), else compressed. The digest is known only once the layer is written; a blob
+        already there is kept and the new copy dropped."""
         packer = compressor or Compressor(None, 1, None)
+        known = known or {}
         recipe = tar_recipe(layer.entries, epoch, packer.memo)
-        made = packer.memo.made(recipe.key) if recipe is not None and known else None
-        reused = reuse(made[0]) if made is not None else None
-        if reused is not None:  # a tar made before, whose blob is here: nothing to write
-            return LayerBlob(Descriptor(MEDIA_LAYER, reused.digest, reused.size), reused.diff_id)
         with self._temp() as (temp, handle):
-            # A layout of no layers has nothing to reuse; a known tar was looked for above.
-            found = reuse if known and made is None else None
+            # A layout of no layers has nothing to reuse.
+            found = functools.partial(self._reuse, known=known) if known else None
             blob = write_layer(layer, handle, epoch, progress, packer, found, temp, recipe)
             if handle.tell():
                 self._place(temp, handle, blob.descriptor)

@@ -24,7 +24,7 @@ from typing import BinaryIO
 
 from bundler.staging.blobs import Blob, Compressor
 from bundler.staging.digests import DigestMemo, Recipe, code_key, hash_bytes
-from bundler.staging.plan import DIR, FILE, HARDLINK, SYMLINK, Entry
+from bundler.staging.plan import DIR, FILE, HARDLINK, SYMLINK, Entry, EntryType
 
 log = logging.getLogger(__name__)
 
@@ -142,10 +142,10 @@ def tar_recipe(entries: Iterable[Entry], epoch: int, memo: DigestMemo) -> Recipe
     recipe = hashlib.sha256(TAR_CODE.encode())
     sources: list[str] = []
     for entry in sorted(entries, key=lambda e: e.path):
-        target = entry.target or ""
-        mtime = clamp(entry.mtime, epoch)
-        header = f"{entry.path}\0{entry.type.value}\0{entry.mode}\0{entry.uid}\0{entry.gid}\0"
-        recipe.update(f"{header}{entry.size}\0{mtime}\0{target}\0".encode("utf-8", _ERRORS))
+        kind, target, mtime = EntryType(entry.type).value, entry.target or "", entry.mtime
+        header = f"{entry.path}\0{kind}\0{entry.mode}\0{entry.uid}\0{entry.gid}\0{entry.size}"
+        made = f"{header}\0{clamp(mtime, epoch)}\0{target}\0"
+        recipe.update(made.encode("utf-8", _ERRORS))
         if entry.type != FILE:
             continue
         if entry.data is not None:
