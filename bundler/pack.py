@@ -657,8 +657,6 @@ def _write_image(
     a layout, the SBOMs are attached to the image as OCI artifacts (``subject``); --push sends
     the image from the --oci layout (the whole image index when NAME holds several platforms
     there), else from a layout of its own made for the push."""
-    from bundler.image.archive import write_docker_archive
-
     plan, binaries = planned.plan, planned.binaries
     spec = image_spec(
         plan,
@@ -683,6 +681,8 @@ def _write_image(
             pushed = _push(layout, name, options, registry or RegistryAccess())
         digest = digest or pushed.digest
     if request.docker_archive:
+        from bundler.image.archive import write_docker_archive
+
         records = output_records(options.compression)
         write_docker_archive(request.docker_archive, spec, name, compressor=packer, records=records)
         log.info("%s: written for docker load as %s", request.docker_archive, name)

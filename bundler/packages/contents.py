@@ -7,22 +7,21 @@ read it, never the root.
 from __future__ import annotations
 
 import contextlib
-import csv
 import io
 import posixpath
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from bundler.loader.rootfs import FsRoot
 from bundler.packages.dpkg import Database, Package, parse_stanzas
-from bundler.packages.licences import copyright_licences
 from bundler.staging.digests import DigestMemo, code_key, fact_key
 from bundler.staging.plan import FILE, HARDLINK, Entry, Plan
 
 # What a copyright file's remembered licences depend on besides its bytes: the code that reads
 # them (``bundler.packages.licences``, and the deb822 parser it uses).
 LICENCES_CODE = code_key(
-    copyright_licences.__code__.co_filename, parse_stanzas.__code__.co_filename
+    str(Path(__file__).with_name("licences.py")), parse_stanzas.__code__.co_filename
 )
 
 
@@ -164,6 +163,8 @@ def _licences(
         if isinstance(known, list) and all(isinstance(item, str) for item in known):
             return tuple(known)
     text = database.root.read_bytes(copyright_path).decode("utf-8", "replace")
+    from bundler.packages.licences import copyright_licences  # only for what is not known
+
     licences = copyright_licences(text)
     if key is not None and source is not None:
         digests.remember_fact(key, source, list(licences))
@@ -201,6 +202,8 @@ def python_packages(plan: Plan) -> tuple[tuple[PythonPackage, ...], dict[str, st
             continue
         site = posixpath.dirname(folder)
         text = _content(plan, record).decode("utf-8", "replace")
+        import csv  # only where Python distributions are packed
+
         for row in csv.reader(io.StringIO(text)):
             if row and row[0]:
                 listed = posixpath.normpath(posixpath.join(site, row[0]))

@@ -23,12 +23,10 @@ time, and the oldest entries go once the folder is over its size.
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 import contextlib
 import hashlib
 import logging
 import os
-import shutil
 import signal
 import struct
 import threading
@@ -37,11 +35,14 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, TypeVar, cast
+from typing import TYPE_CHECKING, BinaryIO, TypeVar, cast
 
 from bundler.errors import ScratchpackError
 from bundler.staging.digests import DigestMemo, Recipe
 from bundler.staging.output import STOPPING_SIGNALS, OutputRecords
+
+if TYPE_CHECKING:
+    import concurrent.futures
 
 log = logging.getLogger(__name__)
 
@@ -303,6 +304,8 @@ class LayerCache:
     def clear(self) -> int:
         """Remove every entry, and the memos beside them; the bytes freed."""
         freed = sum(p.stat().st_size for p in self.top.rglob("*") if p.is_file())
+        import shutil  # here only: a pack never clears the cache
+
         shutil.rmtree(self.top, ignore_errors=True)
         return freed
 
@@ -326,8 +329,11 @@ class Compressor:
         workers: int,
         cache: LayerCache | None,
         memo: DigestMemo | None = None,
+        make_pool: Callable[[], concurrent.futures.Executor] | None = None,
     ) -> None:
-        self.pool = pool
+        self._pool = pool
+        self._make_pool = make_pool  # the pool, made when a stream is first compressed
+        self._making = threading.Lock()
         self.workers = workers
         self.cache = cache
         self.memo = memo or DigestMemo()
@@ -336,6 +342,15 @@ class Compressor:
         # An empty cache at the start (or none): a stream without a reuse hook is compressed
         # in one pass, hashed as it goes, instead of hashed first to look it up.
         self.nothing_cached = cache is None or cache.empty()
+
+    @property
+    def pool(self) -> concurrent.futures.Executor | None:
+        """The deflate pool (None: one worker); a repack that compresses nothing makes none."""
+        if self._pool is None and self._make_pool is not None:
+            with self._making:
+                if self._pool is None:
+                    self._pool = self._make_pool()
+        return self._pool
 
     def compress(self, write: TarWriter, out: BinaryIO, expected: str | None = None) -> Blob:
         stream = GzipStream(out, self.pool, depth=2 * self.workers)
@@ -357,6 +372,8 @@ class Compressor:
         error is raised once the others have stopped (those not started never start)."""
         if self.workers <= 1 or len(items) <= 1:
             return [work(item) for item in items]
+        import concurrent.futures
+
         with concurrent.futures.ThreadPoolExecutor(
             min(self.workers, len(items)),
             thread_name_prefix="stream",
@@ -454,15 +471,22 @@ def compressor(
     if options.cache_folder is not None and options.cache_bytes > 0:
         cache = LayerCache(Path(options.cache_folder), options.cache_bytes)
     memo = memo or DigestMemo(cache_path(options, DIGESTS))
-    try:
-        if workers <= 1:
-            yield Compressor(None, 1, cache, memo)
-            return
-        with concurrent.futures.ThreadPoolExecutor(
+    made: list[concurrent.futures.Executor] = []
+
+    def make_pool() -> concurrent.futures.Executor:
+        import concurrent.futures
+
+        pool = concurrent.futures.ThreadPoolExecutor(
             workers, thread_name_prefix="deflate", initializer=_signals_to_the_main_thread
-        ) as pool:
-            yield Compressor(pool, workers, cache, memo)
+        )
+        made.append(pool)
+        return pool
+
+    try:
+        yield Compressor(None, max(workers, 1), cache, memo, make_pool if workers > 1 else None)
     finally:
+        for pool in made:
+            pool.shutdown(wait=True)  # chunks in flight end first, as they must
         memo.save()
 
 

@@ -21,7 +21,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import signal
 import stat
 from collections.abc import Callable, Iterator
@@ -350,6 +349,8 @@ def _output_error(path: Path, exc: OSError) -> OutputError:
 def _remove(path: Path) -> None:
     try:
         if path.is_dir() and not path.is_symlink():
+            import shutil  # here only: most runs remove no folder (shutil costs ms to import)
+
             shutil.rmtree(path)
         else:
             path.unlink()

@@ -14,17 +14,18 @@ import hashlib
 import io
 import logging
 import os
-import shutil
 import sys
-import tarfile
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from bundler.staging.blobs import Blob, Compressor
 from bundler.staging.digests import DigestMemo, Recipe, code_key, hash_bytes
 from bundler.staging.plan import DIR, FILE, HARDLINK, SYMLINK, Entry, EntryType
+
+if TYPE_CHECKING:
+    import tarfile
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,8 @@ def rfc3339(epoch: int) -> str:
 def build_tree(entries: Iterable[Entry], top: Path, epoch: int, progress: Progress | None) -> None:
     """Write every entry under ``top`` (a new folder). Directory modes and times come last,
     so a read-only directory does not stop its own children from being written."""
+    import shutil  # here, with the tree to write (shutil costs ms to import)
+
     top.mkdir()
     ordered = sorted(entries, key=lambda e: e.path)
     for entry in ordered:
@@ -167,6 +170,8 @@ def write_tar(
     entries: Iterable[Entry], handle: BinaryIO, epoch: int, progress: Progress | None = None
 ) -> None:
     """The plain tar of the entries (the tarball's, and each image layer's): sorted by path."""
+    import tarfile  # here, with a tar to write: a repack of known tars writes none
+
     tar = tarfile.TarFile(
         fileobj=handle,
         mode="w",
@@ -190,6 +195,8 @@ def write_tar(
 
 
 def _tarinfo(entry: Entry, epoch: int) -> tarfile.TarInfo:
+    import tarfile
+
     info = tarfile.TarInfo(entry.path.lstrip("/"))
     info.mode = entry.mode
     info.uid, info.gid = entry.uid, entry.gid
