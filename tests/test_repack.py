@@ -283,3 +283,31 @@ def test_a_secret_is_found_whatever_an_earlier_pack_remembered(
     )  # fmt: skip
     assert refused.returncode == 1, refused.stderr
     assert "/etc/deploy.conf:1: github-token" in refused.stderr
+
+
+@needs_glibc
+def test_a_layout_blob_checked_before_is_not_read_again_until_touched(
+    stable_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bundler import cli
+    from bundler.image import oci
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    layout = tmp_path / "oci"
+    args = ["--root", str(stable_root), "/usr/bin/env", "-q", "--oci", str(layout)]
+    assert cli.main(args) == 0
+    assert cli.main(args) == 0  # reads each layer's blob whole once, and records it
+    read: list[str] = []
+    real = oci.file_digest
+
+    def counting(path: Path) -> tuple[str, int] | None:
+        read.append(path.name)
+        return real(path)
+
+    monkeypatch.setattr(oci, "file_digest", counting)
+    layers = oci.read_image(layout, "env").layers
+    assert cli.main(args) == 0
+    assert not {p.name for p in layers} & set(read)  # taken by their records
+    os.utime(layers[0])  # touched (its ctime moves): read and checked again
+    assert cli.main(args) == 0
+    assert layers[0].name in read and not {p.name for p in layers[1:]} & set(read)

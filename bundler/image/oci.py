@@ -37,6 +37,7 @@ from bundler.image.spec import ImageSpec, LayerSpec, Platform
 from bundler.staging.blobs import Blob, Compressor, file_digest
 from bundler.staging.digests import Recipe
 from bundler.staging.output import (
+    OutputRecords,
     open_lock,
     replace_file,
     sync_file,
@@ -346,6 +347,7 @@ class _BlobStore:
         self.folder = folder
         self._serial = itertools.count()
         self._renamed = False
+        self.checked: dict[Path, str | None] = {}  # blobs read whole and found good
 
     def add_image(
         self,
@@ -372,6 +374,9 @@ class _BlobStore:
         for n, blob in zip(missing, packer.side_by_side(compress, missing), strict=True):
             blobs[n] = blob
         layers = [blob for blob in blobs if blob is not None]
+        if packer.records is not None and self.checked:
+            packer.records.record(self.checked)  # a repack takes them as they are
+            self.checked.clear()
         config = self.add_bytes(MEDIA_CONFIG, config_bytes(image, [b.diff_id for b in layers]))
         return self.add_bytes(
             MEDIA_MANIFEST, manifest_bytes(config, [b.descriptor for b in layers])
@@ -386,21 +391,28 @@ class _BlobStore:
         made = packer.memo.made(recipe.key) if recipe is not None and known else None
         if made is None:
             return None, False
-        reused = self._reuse(made[0], known)
+        reused = self._reuse(made[0], known, packer.records)
         if reused is None:
             return None, True
         descriptor = Descriptor(MEDIA_LAYER, reused.digest, reused.size)
         return LayerBlob(descriptor, reused.diff_id), True
 
-    def _reuse(self, diff_id: str, known: dict[str, Descriptor]) -> Blob | None:
-        """The layout's blob of DIFF_ID, once its sha256 and size are checked; a damaged one
-        is removed (we hold the lock: the new copy takes its place)."""
+    def _reuse(
+        self, diff_id: str, known: dict[str, Descriptor], records: OutputRecords | None = None
+    ) -> Blob | None:
+        """The layout's blob of DIFF_ID, once its sha256 and size are checked (or, by RECORDS,
+        found as an earlier pack checked it: untouched since); a damaged one is removed (we
+        hold the lock: the new copy takes its place)."""
         descriptor = known.get(diff_id)
         if descriptor is None:
             return None
         path = self.folder / descriptor.hex
+        checked = f"blob {descriptor.digest}"
+        if records is not None and records.made_from(path, checked):
+            return Blob(descriptor.digest, descriptor.size, diff_id)
         if file_digest(path) == (descriptor.digest, descriptor.size):
             log.info("%s: layer %s reused", path, diff_id)
+            self.checked[path] = checked
             return Blob(descriptor.digest, descriptor.size, diff_id)
         log.warning("%s: damaged or missing; the layer is written again", path)
         path.unlink(missing_ok=True)

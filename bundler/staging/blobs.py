@@ -330,6 +330,7 @@ class Compressor:
         cache: LayerCache | None,
         memo: DigestMemo | None = None,
         make_pool: Callable[[], concurrent.futures.Executor] | None = None,
+        records: OutputRecords | None = None,
     ) -> None:
         self._pool = pool
         self._make_pool = make_pool  # the pool, made when a stream is first compressed
@@ -337,6 +338,8 @@ class Compressor:
         self.workers = workers
         self.cache = cache
         self.memo = memo or DigestMemo()
+        # What outputs (a layout's blobs too) were made from, and their lstat once made.
+        self.records = records
         self.compressed = 0  # streams compressed by this compressor (the rest were reused)
         self._counting = threading.Lock()
         # An empty cache at the start (or none): a stream without a reuse hook is compressed
@@ -483,7 +486,8 @@ def compressor(
         return pool
 
     try:
-        yield Compressor(None, max(workers, 1), cache, memo, make_pool if workers > 1 else None)
+        maker = make_pool if workers > 1 else None
+        yield Compressor(None, max(workers, 1), cache, memo, maker, output_records(options))
     finally:
         for pool in made:
             pool.shutdown(wait=True)  # chunks in flight end first, as they must

@@ -107,17 +107,20 @@ class OutputRecords:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._read: dict[str, list[str | None]] | None = None  # as this run last read them
 
     def _load(self) -> dict[str, list[str | None]]:
         try:
             found = json.loads(self.path.read_bytes())
         except (OSError, ValueError):
-            return {}
-        return found if isinstance(found, dict) else {}
+            found = {}
+        self._read = found if isinstance(found, dict) else {}
+        return self._read
 
     def made_from(self, output: Path, recipe: str) -> bool:
         """Whether OUTPUT was made from RECIPE and nothing in it changed since."""
-        known = self._load().get(str(output.absolute()))
+        records = self._read if self._read is not None else self._load()
+        known = records.get(str(output.absolute()))
         if not isinstance(known, list) or len(known) != 2 or known[0] != recipe:
             return False
         return known[1] == lstat_digest(output)
@@ -131,6 +134,7 @@ class OutputRecords:
             if recipe is not None:
                 records[key] = [recipe, lstat_digest(output)]
         kept = dict(list(records.items())[-MAX_RECORDS:])  # the most recent outputs
+        self._read = kept
         temp = self.path.with_name(f"{TEMP_PREFIX}{os.getpid()}-{self.path.name}")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
