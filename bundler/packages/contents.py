@@ -6,16 +6,16 @@ read it, never the root.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import posixpath
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bundler.loader.rootfs import FsRoot
 from bundler.packages.dpkg import Database, Package, parse_stanzas
-from bundler.staging.digests import DigestMemo, code_key, fact_key
+from bundler.staging.digests import DigestMemo, code_key
 from bundler.staging.plan import FILE, HARDLINK, Entry, Plan
 
 # What a copyright file's remembered licences depend on besides its bytes: the code that reads
@@ -153,22 +153,23 @@ def _licences(
     plan: Plan, database: Database, copyright_path: str, digests: DigestMemo
 ) -> tuple[str, ...]:
     """The licences a packed copyright file states: remembered by its bytes, or read."""
+
+    def read() -> tuple[str, ...]:
+        from bundler.packages.licences import copyright_licences  # only for what is not known
+
+        text = database.root.read_bytes(copyright_path).decode("utf-8", "replace")
+        return copyright_licences(text)
+
+    def decode(known: Any) -> tuple[str, ...]:
+        if not isinstance(known, (list, tuple)) or not all(isinstance(i, str) for i in known):
+            raise TypeError("not a list of licences")
+        return tuple(known)
+
     entry = plan.entries.get(database.root.realpath(copyright_path))
     source = plan.content_of(entry).source if entry is not None else None
-    key = None
-    if source is not None:
-        with contextlib.suppress(OSError):
-            key = fact_key(LICENCES_CODE, digests.file(source).sha256)
-        known = digests.fact(key) if key is not None else None
-        if isinstance(known, list) and all(isinstance(item, str) for item in known):
-            return tuple(known)
-    text = database.root.read_bytes(copyright_path).decode("utf-8", "replace")
-    from bundler.packages.licences import copyright_licences  # only for what is not known
-
-    licences = copyright_licences(text)
-    if key is not None and source is not None:
-        digests.remember_fact(key, source, list(licences))
-    return licences
+    if source is None:
+        return read()
+    return digests.fact_of(source, LICENCES_CODE, read, decode)
 
 
 def python_packages(plan: Plan) -> tuple[tuple[PythonPackage, ...], dict[str, str]]:

@@ -27,8 +27,10 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from bundler.staging.plan import Entry, Plan
 
@@ -41,6 +43,7 @@ FORMAT = 3
 READ_SIZE = 1 << 20
 
 Identity = tuple[int, int, int, int, int]
+Fact = TypeVar("Fact")
 
 
 @dataclass(frozen=True)
@@ -72,12 +75,6 @@ def code_key(*module_files: str) -> str:
     return code.hexdigest()[:16]
 
 
-def fact_key(code: str, sha256: str, *also: object) -> str:
-    """Where a fact of some bytes is remembered: the code (``code_key``), their sha256, and
-    anything else the fact depends on."""
-    return " ".join(map(str, (code, sha256, *also)))
-
-
 def identity(st: os.stat_result) -> Identity:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
@@ -99,7 +96,7 @@ class DigestMemo:
         self.files: dict[str, list[object]] = {}
         self.tars: dict[str, list[object]] = {}  # recipe -> [digest, size] of what it makes
         # Facts of a file's bytes (what the secrets check found in a text, the licences of a
-        # copyright file): by what computes them and the bytes' sha256 (``fact_key``).
+        # copyright file): by what computes them and the bytes' sha256 (``fact_of``).
         self.facts: dict[str, object] = {}
         self.unstable: set[str] = set()  # hashed this run, too recent to remember
         self.seen: dict[str, Identity] = {}  # host path -> identity its digest was taken at
@@ -187,19 +184,33 @@ class DigestMemo:
         if self.tars.pop(recipe, None) is not None:
             self.changed = True
 
-    def fact(self, key: str) -> object | None:
-        """What was remembered under KEY (``fact_key``), or None."""
-        return self.facts.get(key)
-
-    def remember_fact(self, key: str, source: str, value: object) -> None:
-        """VALUE, a fact of the bytes of SOURCE (JSON: lists, strings, numbers), under KEY:
-        kept when the digest KEY holds is one to remember (the file was stable and did not
-        change while it was read)."""
-        if not self._still_as_digested(source):
-            return
-        self.facts.pop(key, None)
-        self.facts[key] = value
-        self.changed = True
+    def fact_of(
+        self,
+        source: str,
+        code: str,
+        compute: Callable[[], Fact],
+        decode: Callable[[Any], Fact],
+        *also: object,
+    ) -> Fact:
+        """A fact of the bytes of the file SOURCE (what the secrets check found in a text, the
+        licences of a copyright file): remembered by their sha256, CODE (``code_key`` of what
+        computes it) and ALSO, else COMPUTE's. DECODE turns what the memo holds (as JSON has
+        it: lists for tuples) back into the fact; what it refuses (TypeError, ValueError) is
+        computed anew. A fact is kept when the file was stable and did not change while it
+        was read."""
+        try:
+            key = " ".join(map(str, (code, self.file(source).sha256, *also)))
+        except OSError:
+            return compute()
+        if key in self.facts:
+            with contextlib.suppress(TypeError, ValueError):  # a damaged memo: computed anew
+                return decode(self.facts[key])
+        value = compute()
+        if self._still_as_digested(source):
+            self.facts.pop(key, None)
+            self.facts[key] = value
+            self.changed = True
+        return value
 
     def save(self) -> None:
         """Write the memo back (atomically; a memo that cannot be written is only a miss the

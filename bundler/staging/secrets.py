@@ -19,16 +19,16 @@ value.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from bundler.errors import SecretsFound
-from bundler.staging.digests import DigestMemo, code_key, fact_key
+from bundler.staging.digests import DigestMemo, code_key
 from bundler.staging.plan import DIR, FILE, HARDLINK, AllowedSecret, Entry, Plan, glob_matches
 
 log = logging.getLogger(__name__)
@@ -321,27 +321,28 @@ def _source_findings(
 ) -> list[tuple[str, int]]:
     """The content findings of ENTRY's source, from MEMO when these rules met its bytes
     before (their sha256, from the memo too, by the file's identity)."""
-    assert entry.source is not None
+    source = entry.source
+    assert source is not None
     account = _is_account_file(entry.path)
-    key = None
-    if memo is not None:
-        try:
-            key = fact_key(RULES_KEY, memo.file(entry.source).sha256, int(account))
-        except OSError:
-            key = None
-        known = memo.fact(key) if key is not None else None
-        if isinstance(known, list):
-            with contextlib.suppress(TypeError, ValueError):  # a damaged memo: scanned anew
-                return [(str(rule), int(line)) for rule, line in known]
-    text = read_text(entry.source)
-    found = scan_text(text) if text is not None else []
-    if text is not None:
-        read[entry.source] = len(text)
+
+    def scan() -> list[tuple[str, int]]:
+        text = read_text(source)
+        if text is None:
+            return []
+        read[source] = len(text)
+        found = scan_text(text)
         if account:
             found += [("password-hash", n) for n in password_hash_lines(text)]
-    if key is not None and memo is not None:
-        memo.remember_fact(key, entry.source, [[rule, line] for rule, line in found])
-    return found
+        return found
+
+    def decode(known: Any) -> list[tuple[str, int]]:
+        if not isinstance(known, (list, tuple)):
+            raise TypeError("not a list of findings")
+        return [(str(rule), int(line)) for rule, line in known]
+
+    if memo is None:
+        return scan()
+    return memo.fact_of(source, RULES_KEY, scan, decode, int(account))
 
 
 def check_plan(plan: Plan, allow: Sequence[str] = (), memo: DigestMemo | None = None) -> Check:
