@@ -47,7 +47,7 @@ from bundler.image.spec import ImageSpec, LayerSpec
 from bundler.staging.blobs import RECIPE as COMPRESSION
 from bundler.staging.blobs import Compressor
 from bundler.staging.output import OutputRecords, sync_file
-from bundler.staging.tree import Progress, one_at_a_time, tar_recipe
+from bundler.staging.tree import Progress, known_diff_id, one_at_a_time
 
 log = logging.getLogger(__name__)
 
@@ -112,11 +112,10 @@ def archive_recipe(
     known without reading it (``bundler.staging.digests``): the archive is then written."""
     diff_ids = []
     for layer in image.layers:
-        recipe = tar_recipe(layer.entries, image.epoch, compressor.memo)
-        made = compressor.memo.made(recipe.key) if recipe is not None else None
-        if made is None:
+        diff_id = known_diff_id(layer.entries, image.epoch, compressor.memo)
+        if diff_id is None:
             return None
-        diff_ids.append(made[0])
+        diff_ids.append(diff_id)
     config = config_bytes(image, diff_ids)
     parts = [f"docker-archive {ARCHIVE_FORMAT}", COMPRESSION, repo_tag, *diff_ids]
     digest = hashlib.sha256("\n".join(parts).encode("utf-8", "surrogateescape"))

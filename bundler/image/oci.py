@@ -362,14 +362,16 @@ class _BlobStore:
         packer = compressor or Compressor(None, 1, None)
         known = known or {}
         each = one_at_a_time(progress)
-        looked = [self._made_before(layer, image.epoch, packer, known) for layer in image.layers]
+        recipes = [tar_recipe(layer.entries, image.epoch, packer.memo) for layer in image.layers]
+        looked = [self._made_before(recipe, packer, known) for recipe in recipes]
         blobs = [blob for blob, _tried in looked]
         missing = [n for n, blob in enumerate(blobs) if blob is None]
 
         def compress(n: int) -> LayerBlob:
             # A blob looked for by its recipe's diff_id is not there (or was damaged).
             reusable = {} if looked[n][1] else known
-            return self.add_layer(image.layers[n], image.epoch, each, packer, reusable)
+            layer = image.layers[n]
+            return self.add_layer(layer, image.epoch, each, packer, reusable, recipes[n])
 
         for n, blob in zip(missing, packer.side_by_side(compress, missing), strict=True):
             blobs[n] = blob
@@ -383,11 +385,11 @@ class _BlobStore:
         )
 
     def _made_before(
-        self, layer: LayerSpec, epoch: int, packer: Compressor, known: dict[str, Descriptor]
+        self, recipe: Recipe | None, packer: Compressor, known: dict[str, Descriptor]
     ) -> tuple[LayerBlob | None, bool]:
-        """The layer's blob when an earlier pack made its tar (its diff_id by recipe, nothing
-        read) and the layout holds that blob, whole; and whether it was looked for."""
-        recipe = tar_recipe(layer.entries, epoch, packer.memo)
+        """The blob of a layer of RECIPE when an earlier pack made its tar (its diff_id by
+        recipe, nothing read) and the layout holds that blob, whole; and whether it was
+        looked for."""
         made = packer.memo.made(recipe.key) if recipe is not None and known else None
         if made is None:
             return None, False
@@ -425,17 +427,15 @@ class _BlobStore:
         progress: Progress | None,
         compressor: Compressor | None = None,
         known: dict[str, Descriptor] | None = None,
+        recipe: Recipe | None = None,
     ) -> LayerBlob:
         """The layer's blob: the layout's own when it holds one of the same tar (hashed to
         know), else compressed. The digest is known only once the layer is written; a blob
-        already there is kept and the new copy dropped."""
-        packer = compressor or Compressor(None, 1, None)
-        known = known or {}
-        recipe = tar_recipe(layer.entries, epoch, packer.memo)
+        already there is kept and the new copy dropped. RECIPE: the tar's, when known."""
         with self._temp() as (temp, handle):
             # A layout of no layers has nothing to reuse.
             found = functools.partial(self._reuse, known=known) if known else None
-            blob = write_layer(layer, handle, epoch, progress, packer, found, temp, recipe)
+            blob = write_layer(layer, handle, epoch, progress, compressor, found, temp, recipe)
             if handle.tell():
                 self._place(temp, handle, blob.descriptor)
         return blob

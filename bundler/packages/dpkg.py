@@ -27,7 +27,7 @@ from pathlib import Path
 
 from bundler.errors import ScratchpackError
 from bundler.loader.rootfs import FsRoot, SymlinkLoop
-from bundler.staging.digests import STABLE_NS
+from bundler.staging.digests import STABLE_NS, identity
 
 log = logging.getLogger(__name__)
 
@@ -299,12 +299,8 @@ def _files_key(root: FsRoot, stable_before_ns: int) -> str | None:
             return None
         if st is not None and max(st.st_mtime_ns, st.st_ctime_ns) >= stable_before_ns:
             return None
-        seen.append(f"{name} {_identity(st) if st is not None else None}")
+        seen.append(f"{name} {identity(st) if st is not None else None}")
     return hashlib.sha256("\n".join(seen).encode("utf-8", "surrogateescape")).hexdigest()
-
-
-def _identity(st: os.stat_result) -> tuple[int, int, int, int, int]:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _load_memo(root: FsRoot, memo_file: Path, key: str) -> Database | None:

@@ -143,10 +143,14 @@ class DigestMemo:
 
     def entry(self, plan: Plan, entry: Entry) -> FileDigest:
         """The digests of a planned file's content (a hard link's: its target's)."""
-        content = plan.content_of(entry)
-        if content.data is not None or content.source is None:
-            return hash_bytes(content.data or b"")
-        return self.file(content.source)
+        return self.content(plan.content_of(entry))
+
+    def content(self, entry: Entry) -> FileDigest:
+        """The digests of the bytes ENTRY holds: made by scratchpack, or read from its source
+        (none: empty)."""
+        if entry.data is not None or entry.source is None:
+            return hash_bytes(entry.data or b"")
+        return self.file(entry.source)
 
     def made(self, recipe: str) -> tuple[str, int] | None:
         """(digest, size) of what RECIPE makes (a tar, a document), when a pack made it."""

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from bundler.staging.blobs import Blob, Compressor
-from bundler.staging.digests import DigestMemo, Recipe, code_key, hash_bytes
+from bundler.staging.digests import DigestMemo, Recipe, code_key
 from bundler.staging.plan import DIR, FILE, HARDLINK, SYMLINK, Entry, EntryType
 
 if TYPE_CHECKING:
@@ -137,6 +137,13 @@ def tree_recipe(recipe: Recipe) -> str:
     return f"{recipe.key} tree owners{int(os.geteuid() == 0)}"
 
 
+def known_diff_id(entries: Iterable[Entry], epoch: int, memo: DigestMemo) -> str | None:
+    """The diff_id of the tar of ENTRIES when an earlier pack made it (nothing is read)."""
+    recipe = tar_recipe(entries, epoch, memo)
+    made = memo.made(recipe.key) if recipe is not None else None
+    return made[0] if made is not None else None
+
+
 def tar_recipe(entries: Iterable[Entry], epoch: int, memo: DigestMemo) -> Recipe | None:
     """One digest of all ``write_tar`` makes of ENTRIES: what each header is made of (the
     header's bytes follow from it, this module's code and the interpreter's tarfile), and the
@@ -151,14 +158,11 @@ def tar_recipe(entries: Iterable[Entry], epoch: int, memo: DigestMemo) -> Recipe
         recipe.update(made.encode("utf-8", _ERRORS))
         if entry.type != FILE:
             continue
-        if entry.data is not None:
-            digest = hash_bytes(entry.data)
-        else:
-            assert entry.source is not None
-            try:
-                digest = memo.file(entry.source)
-            except OSError:
-                return None
+        try:
+            digest = memo.content(entry)
+        except OSError:
+            return None
+        if entry.data is None and entry.source is not None:
             sources.append(entry.source)
         if digest.size != entry.size:
             return None
