@@ -48,7 +48,6 @@ from bundler.staging.blobs import (
     Compressor,
     cache_path,
     compressor,
-    output_records,
 )
 from bundler.staging.blobs import DPKG as DPKG_MEMO
 from bundler.staging.blobs import RECIPE as COMPRESSION
@@ -535,8 +534,7 @@ def _write_outputs(
         return Packed(plan, binaries, outputs, distroless_paths, image, sizes)
     # What the tree and the tarball are made from, one digest (known files are not read).
     recipe = tar_recipe(entries, options.epoch, packer.memo)
-    records = output_records(options.compression)
-    with OutputDir(options.output, records).locked() as out, out.transaction() as txn:
+    with OutputDir(options.output, packer.records).locked() as out, out.transaction() as txn:
         outputs[ROOTFS] = txn.write_tree(
             ROOTFS,
             lambda top: build_tree(entries, top, options.epoch, progress),
@@ -683,8 +681,9 @@ def _write_image(
     if request.docker_archive:
         from bundler.image.archive import write_docker_archive
 
-        records = output_records(options.compression)
-        write_docker_archive(request.docker_archive, spec, name, compressor=packer, records=records)
+        write_docker_archive(
+            request.docker_archive, spec, name, compressor=packer, records=packer.records
+        )
         log.info("%s: written for docker load as %s", request.docker_archive, name)
     layers = tuple((layer.comment, len(layer.entries)) for layer in spec.layers)
     return WrittenImage(name, digest, str(spec.platform), layers, pushed)

@@ -94,14 +94,14 @@ def made(compress: Compressor, data: bytes, folder: Path, name: str) -> tuple[Bl
 def test_cache_miss_then_hit(tmp_path: Path) -> None:
     cache = LayerCache(tmp_path / "cache")
     data = sample(CHUNK + 10)
-    first, first_path = made(Compressor(None, 1, cache), data, tmp_path, "a.gz")
+    first, first_path = made(Compressor(1, cache), data, tmp_path, "a.gz")
     assert len(list(cache.folder.iterdir())) == 1
-    again = Compressor(None, 1, cache)
+    again = Compressor(1, cache)
     second, second_path = made(again, data, tmp_path, "b.gz")
     assert again.compressed == 0  # taken from the cache
     assert second == first
     assert second_path.read_bytes() == first_path.read_bytes()
-    other = Compressor(None, 1, cache)
+    other = Compressor(1, cache)
     made(other, sample(100, seed=8), tmp_path, "c.gz")
     assert other.compressed == 1  # another tar: a miss
 
@@ -109,12 +109,12 @@ def test_cache_miss_then_hit(tmp_path: Path) -> None:
 def test_a_damaged_cache_entry_is_never_used(tmp_path: Path) -> None:
     cache = LayerCache(tmp_path / "cache")
     data = sample(50_000)
-    good, good_path = made(Compressor(None, 1, cache), data, tmp_path, "good.gz")
+    good, good_path = made(Compressor(1, cache), data, tmp_path, "good.gz")
     (entry,) = cache.folder.iterdir()
     damaged = bytearray(entry.read_bytes())
     damaged[len(damaged) // 2] ^= 0xFF
     entry.write_bytes(bytes(damaged))
-    again = Compressor(None, 1, cache)
+    again = Compressor(1, cache)
     blob, path = made(again, data, tmp_path, "again.gz")
     assert again.compressed == 1
     assert blob == good and path.read_bytes() == good_path.read_bytes()
@@ -123,7 +123,7 @@ def test_a_damaged_cache_entry_is_never_used(tmp_path: Path) -> None:
     (entry,) = cache.folder.iterdir()
     assert entry.read_bytes() == good_path.read_bytes()
     entry.write_bytes(entry.read_bytes()[:100])  # cut short
-    third = Compressor(None, 1, cache)
+    third = Compressor(1, cache)
     assert made(third, data, tmp_path, "third.gz")[0] == good
     assert third.compressed == 1
 
@@ -134,13 +134,13 @@ def test_the_cache_stays_within_its_bound_least_recently_used_first(tmp_path: Pa
     cache = LayerCache(tmp_path / "cache", max_bytes=int(size * 2.5))
     digest = {n: hashlib.sha256(data[n]).hexdigest() for n in range(3)}
     for n in range(2):
-        made(Compressor(None, 1, cache), data[n], tmp_path, f"{n}.gz")  # a pack each
+        made(Compressor(1, cache), data[n], tmp_path, f"{n}.gz")  # a pack each
         (entry,) = cache.folder.glob(digest[n] + ".*")
         os.utime(entry, (1000.0 + n, 1000.0 + n))  # 0 used long ago, 1 after it
-    again = Compressor(None, 1, cache)
+    again = Compressor(1, cache)
     made(again, data[0], tmp_path, "0-again.gz")  # a hit: 0 is now the most recent
     assert again.compressed == 0
-    made(Compressor(None, 1, cache), data[2], tmp_path, "2.gz")
+    made(Compressor(1, cache), data[2], tmp_path, "2.gz")
     names = {p.name.partition(".")[0] for p in cache.folder.iterdir()}
     assert names == {digest[0], digest[2]}  # 1 was the least recently used
     total = sum(p.stat().st_size for p in cache.folder.iterdir())
@@ -149,7 +149,7 @@ def test_the_cache_stays_within_its_bound_least_recently_used_first(tmp_path: Pa
 
 def test_an_entry_bigger_than_the_cache_is_not_kept(tmp_path: Path) -> None:
     cache = LayerCache(tmp_path / "cache", max_bytes=10)
-    made(Compressor(None, 1, cache), sample(5000), tmp_path, "x.gz")
+    made(Compressor(1, cache), sample(5000), tmp_path, "x.gz")
     assert not any(cache.top.glob("*/*"))
 
 
@@ -161,11 +161,11 @@ def test_with_nothing_to_reuse_a_stream_is_read_once(tmp_path: Path) -> None:
         handle.write(sample(10_000))
 
     cache = LayerCache(tmp_path / "cache")
-    first = Compressor(None, 1, cache)
+    first = Compressor(1, cache)
     with open(tmp_path / "a.gz", "wb") as handle:
         first.make(write, handle, source=tmp_path / "a.gz")
     assert len(reads) == 1  # an empty cache: compressed as it was hashed
-    second = Compressor(None, 1, cache)
+    second = Compressor(1, cache)
     with open(tmp_path / "b.gz", "wb") as handle:
         second.make(write, handle, source=tmp_path / "b.gz")
     assert len(reads) == 2 and second.compressed == 0  # hashed, found: never compressed
@@ -174,10 +174,10 @@ def test_with_nothing_to_reuse_a_stream_is_read_once(tmp_path: Path) -> None:
 
 def test_clearing_empties_the_cache(tmp_path: Path) -> None:
     cache = LayerCache(tmp_path / "cache")
-    blob, _ = made(Compressor(None, 1, cache), sample(5000), tmp_path, "x.gz")
+    blob, _ = made(Compressor(1, cache), sample(5000), tmp_path, "x.gz")
     assert cache.clear() == blob.size
     assert not cache.top.exists()
-    assert made(Compressor(None, 1, cache), sample(5000), tmp_path, "y.gz")[0] == blob
+    assert made(Compressor(1, cache), sample(5000), tmp_path, "y.gz")[0] == blob
 
 
 def test_a_file_changed_between_the_two_reads_is_an_error(tmp_path: Path) -> None:
@@ -187,9 +187,9 @@ def test_a_file_changed_between_the_two_reads_is_an_error(tmp_path: Path) -> Non
         handle.write(next(reads))
 
     cache = LayerCache(tmp_path / "cache")
-    made(Compressor(None, 1, cache), b"something else", tmp_path, "other.gz")
+    made(Compressor(1, cache), b"something else", tmp_path, "other.gz")
     with open(tmp_path / "x.gz", "wb") as handle, pytest.raises(blobs.StreamChanged):
-        Compressor(None, 1, cache).make(write, handle)  # hashed, then compressed: two reads
+        Compressor(1, cache).make(write, handle)  # hashed, then compressed: two reads
 
 
 # ----- the CLI, as users run it ------------------------------------------------------------------

@@ -125,7 +125,7 @@ def write_layer(
     known (``bundler.staging.blobs``)."""
     write = functools.partial(write_tar, layer.entries, epoch=epoch)
     hashing = functools.partial(write_tar, layer.entries, epoch=epoch, progress=progress)
-    packer = compressor or Compressor(None, 1, None)
+    packer = compressor or Compressor(1, None)
     recipe = recipe or tar_recipe(layer.entries, epoch, packer.memo)
     blob = packer.make(write, handle, reuse, hashing, source, recipe)
     return LayerBlob(Descriptor(MEDIA_LAYER, blob.digest, blob.size), blob.diff_id)
@@ -359,7 +359,7 @@ class _BlobStore:
         """Every blob of IMAGE; the manifest's descriptor. KNOWN: blobs of the layout by
         diff_id, reused when they are whole. Layers whose tar an earlier pack made and whose
         blob is here are only checked; the others are compressed side by side."""
-        packer = compressor or Compressor(None, 1, None)
+        packer = compressor or Compressor(1, None)
         known = known or {}
         each = one_at_a_time(progress)
         recipes = [tar_recipe(layer.entries, image.epoch, packer.memo) for layer in image.layers]

@@ -325,14 +325,13 @@ class Compressor:
 
     def __init__(
         self,
-        pool: concurrent.futures.Executor | None,
         workers: int,
         cache: LayerCache | None,
         memo: DigestMemo | None = None,
         make_pool: Callable[[], concurrent.futures.Executor] | None = None,
         records: OutputRecords | None = None,
     ) -> None:
-        self._pool = pool
+        self._pool: concurrent.futures.Executor | None = None
         self._make_pool = make_pool  # the pool, made when a stream is first compressed
         self._making = threading.Lock()
         self.workers = workers
@@ -447,11 +446,17 @@ class Compressor:
             self.cache.store(blob, source, start)
 
 
-def cache_path(options: CompressionOptions | None, name: str) -> Path | None:
-    """NAME in the cache's own folder (what --clear-cache removes); None: no cache."""
+def _cache_folder(options: CompressionOptions | None) -> Path | None:
+    """The user's cache folder of a pack with OPTIONS; None: no cache (--no-cache, size 0)."""
     if options is None or options.cache_folder is None or options.cache_bytes <= 0:
         return None
-    return Path(options.cache_folder) / LAYERS / name
+    return Path(options.cache_folder)
+
+
+def cache_path(options: CompressionOptions | None, name: str) -> Path | None:
+    """NAME in the cache's own folder (what --clear-cache removes); None: no cache."""
+    folder = _cache_folder(options)
+    return folder / LAYERS / name if folder is not None else None
 
 
 def output_records(options: CompressionOptions | None) -> OutputRecords | None:
@@ -470,9 +475,8 @@ def compressor(
     for the length of a pack."""
     options = options or CompressionOptions()
     workers = options.workers or os.cpu_count() or 1
-    cache = None
-    if options.cache_folder is not None and options.cache_bytes > 0:
-        cache = LayerCache(Path(options.cache_folder), options.cache_bytes)
+    folder = _cache_folder(options)
+    cache = LayerCache(folder, options.cache_bytes) if folder is not None else None
     memo = memo or DigestMemo(cache_path(options, DIGESTS))
     made: list[concurrent.futures.Executor] = []
 
@@ -487,7 +491,7 @@ def compressor(
 
     try:
         maker = make_pool if workers > 1 else None
-        yield Compressor(None, max(workers, 1), cache, memo, maker, output_records(options))
+        yield Compressor(max(workers, 1), cache, memo, maker, output_records(options))
     finally:
         for pool in made:
             pool.shutdown(wait=True)  # chunks in flight end first, as they must

@@ -126,7 +126,7 @@ def write_tarball(
     ordered = sorted(entries, key=lambda e: e.path)
     write = functools.partial(write_tar, ordered, epoch=epoch)
     hashing = functools.partial(write_tar, ordered, epoch=epoch, progress=progress)
-    packer = compressor or Compressor(None, 1, None)
+    packer = compressor or Compressor(1, None)
     recipe = recipe or tar_recipe(ordered, epoch, packer.memo)
     return packer.make(write, handle, hashing=hashing, source=source, recipe=recipe)
 
